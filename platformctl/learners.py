@@ -1,0 +1,239 @@
+"""Provisioning a learner across every enabled service, all or nothing.
+
+A new learner is first recorded in the registry as 'provisioning', then each
+service's part is made in turn: PostgreSQL, Gitea, the workspace. If any step
+fails, or the operator presses Ctrl-C, the parts made by this run are removed in
+reverse order and the registry row is dropped, so nothing is left behind. Should
+that clean-up itself fail (a service went away), the row stays 'provisioning':
+running the same command again removes what is left and starts afresh.
+"""
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from platformctl import anonymizer, database, registry
+from platformctl.config import Config
+from platformctl.credentials import new_password
+from platformctl.errors import PlatformError, ServiceError
+from platformctl.provisioners import Provisioner
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AddResult:
+    """What `add user` did, and what the learner needs to know."""
+
+    alias: str
+    created: bool
+    state: str
+    workspace_url: str | None = None
+    gitea_url: str | None = None
+    postgres_database: str | None = None
+    passwords: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The result as plain data, for --json."""
+        return {
+            "alias": self.alias,
+            "created": self.created,
+            "state": self.state,
+            "workspace_url": self.workspace_url,
+            "gitea_url": self.gitea_url,
+            "postgres_database": self.postgres_database,
+            "passwords": self.passwords,
+        }
+
+
+class Platform:
+    """The registry and the provisioners that the config turns on."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.conn = database.connect(config.postgres, config.postgres.platform_database)
+        self.registry = registry.Registry(self.conn)
+        self.postgres = None
+        self.gitea = None
+        self.workspace = None
+
+        if config.postgres.enabled:
+            from platformctl.provisioners.postgres import PostgresProvisioner
+
+            self.postgres = PostgresProvisioner(config.postgres)
+        if config.gitea.enabled:
+            from platformctl.provisioners.gitea import GiteaProvisioner
+
+            self.gitea = GiteaProvisioner(config.gitea, config.site.noreply_domain)
+        if config.workspace.enabled:
+            from platformctl.provisioners.workspace import WorkspaceProvisioner
+
+            self.workspace = WorkspaceProvisioner(config.workspace)
+
+    def provisioners(self) -> list[Provisioner]:
+        """The enabled services, in the order their parts are made."""
+        parts: list[Any] = [self.postgres, self.gitea, self.workspace]
+        return [part for part in parts if part is not None]
+
+    def close(self) -> None:
+        self.conn.close()
+        if self.postgres is not None:
+            self.postgres.close()
+
+
+@contextmanager
+def open_platform(config: Config) -> Iterator[Platform]:
+    """A Platform that is closed when the block ends."""
+    platform = Platform(config)
+    try:
+        yield platform
+    finally:
+        platform.close()
+
+
+def add_learner(platform: Platform, raw_email: str) -> AddResult:
+    """Give the learner with this email an alias and a part in every service.
+
+    Re-running it for a learner who is already there changes nothing. Raises
+    InputError for a bad email (before anything is touched) and ServiceError or
+    ConflictError when a service fails; nothing half-made is left behind.
+    """
+    email = anonymizer.normalize_email(raw_email)
+    secret = anonymizer.load_secret(platform.config.secret_path)
+    email_digest = anonymizer.digest(email, secret)
+
+    with platform.registry.lock(email_digest):
+        learner = platform.registry.find(email_digest)
+        if learner is not None and learner.state != registry.PROVISIONING:
+            log.debug("learner %s exists already", learner.alias)
+            return _existing(platform, learner.alias, learner.state)
+
+        for provisioner in platform.provisioners():
+            provisioner.check()
+
+        if learner is None:
+            learner = platform.registry.claim(email_digest)
+        else:
+            log.warning("learner %s was left half-made; starting afresh", learner.alias)
+            leftovers = _remove_parts(platform.provisioners(), learner.alias)
+            if leftovers:
+                raise ServiceError(
+                    leftovers[0],
+                    f"cannot remove what an earlier run left for '{learner.alias}'",
+                    "see the warnings above, fix the service and run this again",
+                )
+
+        result = _provision(platform, learner.alias)
+        platform.registry.set_state(learner.alias, registry.ACTIVE)
+        return result
+
+
+def _provision(platform: Platform, alias: str) -> AddResult:
+    passwords = {part.service: new_password() for part in platform.provisioners()}
+    made: list[Provisioner] = []
+    try:
+        if platform.postgres is not None:
+            platform.postgres.ensure(alias, passwords["postgres"])
+            made.append(platform.postgres)
+        if platform.gitea is not None:
+            platform.gitea.ensure(alias, passwords["gitea"])
+            made.append(platform.gitea)
+        if platform.workspace is not None:
+            environment, files = _workspace_settings(platform, alias, passwords)
+            platform.workspace.ensure(
+                alias, passwords["workspace"], environment=environment, files=files
+            )
+            made.append(platform.workspace)
+    except BaseException as exc:
+        _undo(platform, alias, made, exc)
+        raise
+
+    return AddResult(
+        alias=alias,
+        created=True,
+        state=registry.ACTIVE,
+        workspace_url=_workspace_url(platform, alias),
+        gitea_url=platform.config.gitea.url or None if platform.gitea else None,
+        postgres_database=(
+            platform.config.postgres.learners_database if platform.postgres else None
+        ),
+        passwords=passwords,
+    )
+
+
+def _workspace_settings(
+    platform: Platform, alias: str, passwords: dict[str, str]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Environment and home files that let psql in the workspace log in alone."""
+    if platform.postgres is None:
+        return {}, {}
+
+    environment = platform.postgres.environment(alias)
+    pgpass = ":".join(
+        _pgpass_field(value)
+        for value in (
+            environment["PGHOST"],
+            environment["PGPORT"],
+            environment["PGDATABASE"],
+            alias,
+            passwords["postgres"],
+        )
+    )
+    return environment, {".pgpass": pgpass + "\n"}
+
+
+def _pgpass_field(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(":", "\\:")
+
+
+def _undo(
+    platform: Platform, alias: str, made: list[Provisioner], cause: BaseException
+) -> None:
+    """Remove what this run made; forget the learner if that worked."""
+    log.info("adding learner %s failed; removing what was made", alias)
+    leftovers = _remove_parts(made, alias)
+    if leftovers:
+        if isinstance(cause, PlatformError):
+            cause.hint = (
+                f"could not clean up {', '.join(leftovers)} for '{alias}';"
+                " run the same command again to finish"
+            )
+        return
+    platform.registry.delete(alias)
+
+
+def _remove_parts(parts: list[Provisioner], alias: str) -> list[str]:
+    """Remove each part, last made first. Returns the services that failed."""
+    failed = []
+    for part in reversed(parts):
+        try:
+            part.remove(alias)
+        except Exception as exc:  # clean-up goes on past any one service's failure
+            log.warning("could not remove %s part of %s: %s", part.service, alias, exc)
+            failed.append(part.service)
+    return failed
+
+
+def _existing(platform: Platform, alias: str, state: str) -> AddResult:
+    return AddResult(
+        alias=alias,
+        created=False,
+        state=state,
+        workspace_url=_workspace_url(platform, alias),
+        gitea_url=platform.config.gitea.url or None if platform.gitea else None,
+        postgres_database=(
+            platform.config.postgres.learners_database if platform.postgres else None
+        ),
+    )
+
+
+def _workspace_url(platform: Platform, alias: str) -> str | None:
+    if platform.workspace is None:
+        return None
+    try:
+        container = platform.workspace.find(alias)
+    except ServiceError:
+        return None
+    return platform.workspace.url(container) if container is not None else None

@@ -1,0 +1,189 @@
+"""The learner's Gitea account, made through Gitea's admin REST API.
+
+The account's user name is the alias and its email a made-up address under the
+site's no-reply domain, so Gitea never learns who the learner is. That address is
+also how platformctl recognises accounts it made.
+"""
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from platformctl.config import GiteaSettings, read_secret_file
+from platformctl.errors import ConflictError, ServiceError
+
+if TYPE_CHECKING:
+    import requests
+
+log = logging.getLogger(__name__)
+
+SERVICE = "gitea"
+
+
+class GiteaProvisioner:
+    """Learner accounts on one Gitea server."""
+
+    service = SERVICE
+
+    def __init__(self, settings: GiteaSettings, noreply_domain: str) -> None:
+        self.settings = settings
+        self.noreply_domain = noreply_domain
+        self.api = settings.url.rstrip("/") + "/api/v1"
+        self._session: requests.Session | None = None
+
+    @property
+    def session(self) -> "requests.Session":
+        if self._session is None:
+            import requests
+
+            token = read_secret_file(self.settings.token_file, "Gitea admin token")
+            self._session = requests.Session()
+            self._session.headers["Authorization"] = f"token {token}"
+            self._session.headers["Accept"] = "application/json"
+            self._session.verify = self.settings.verify_tls
+        return self._session
+
+    def email_for(self, alias: str) -> str:
+        """The made-up address that the learner's account carries."""
+        return f"{alias}@{self.noreply_domain}"
+
+    def check(self) -> None:
+        """Raise ServiceError unless Gitea answers and the token is an admin's."""
+        user = self._call("GET", "/user", expect=(200,)).json()
+        if not user.get("is_admin"):
+            raise ServiceError(
+                SERVICE,
+                f"the token in '{self.settings.token_file}' belongs to"
+                f" '{user.get('login')}', who is not a Gitea admin",
+                "make a token for an admin user with the write:admin scope",
+            )
+
+    def find(self, alias: str) -> dict[str, Any] | None:
+        """The account named alias, or None."""
+        response = self._call("GET", f"/users/{alias}", expect=(200, 404))
+        if response.status_code == 404:
+            return None
+        user: dict[str, Any] = response.json()
+        return user
+
+    def exists(self, alias: str) -> bool:
+        """Whether an account of that name exists (made by platformctl or not)."""
+        return self.find(alias) is not None
+
+    def ensure(self, alias: str, password: str) -> bool:
+        """Create the learner's account unless it exists.
+
+        The account is private and must change its password at first login.
+        Raises ConflictError when the name or address is held by someone else.
+        """
+        user = self.find(alias)
+        if user is not None:
+            self._check_ours(alias, user)
+            log.debug("gitea: account %s exists already", alias)
+            return False
+
+        body = {
+            "username": alias,
+            "email": self.email_for(alias),
+            "password": password,
+            "must_change_password": True,
+            "visibility": "private",
+            "send_notify": False,
+        }
+        response = self._call("POST", "/admin/users", json=body, expect=(201, 400, 422))
+        if response.status_code == 201:
+            log.info("gitea: created account %s", alias)
+            return True
+
+        message = _message(response)
+        if response.status_code == 400:
+            raise ServiceError(
+                SERVICE,
+                f"Gitea refused the generated password: {message}",
+                "relax PASSWORD_COMPLEXITY or MIN_PASSWORD_LENGTH in Gitea's app.ini",
+            )
+        if "already exists" in message or "already in use" in message:
+            # Another run may have made it between our look and our create.
+            user = self.find(alias)
+            if user is not None and self._is_ours(user):
+                return False
+            raise ConflictError(
+                SERVICE,
+                f"account name or address for '{alias}' is taken: {message}",
+                "remove or rename that Gitea account",
+            )
+        raise ServiceError(SERVICE, f"Gitea refused account '{alias}': {message}")
+
+    def remove(self, alias: str) -> bool:
+        """Delete the learner's account and everything it owns."""
+        user = self.find(alias)
+        if user is None:
+            log.debug("gitea: account %s is already gone", alias)
+            return False
+
+        self._check_ours(alias, user)
+        self._call(
+            "DELETE",
+            f"/admin/users/{alias}",
+            params={"purge": "true"},
+            expect=(204, 404),
+        )
+        log.info("gitea: deleted account %s", alias)
+        return True
+
+    def _is_ours(self, user: dict[str, Any]) -> bool:
+        email = str(user.get("email", "")).lower()
+        return email == self.email_for(str(user.get("login", ""))).lower()
+
+    def _check_ours(self, alias: str, user: dict[str, Any]) -> None:
+        if not self._is_ours(user):
+            raise ConflictError(
+                SERVICE,
+                f"account '{alias}' exists but was not made by platformctl",
+                "rename that Gitea account or leave it alone",
+            )
+
+    def _call(
+        self, method: str, path: str, expect: tuple[int, ...], **kwargs: Any
+    ) -> "requests.Response":
+        import requests
+
+        url = self.api + path
+        try:
+            response = self.session.request(
+                method, url, timeout=self.settings.timeout, **kwargs
+            )
+        except requests.RequestException as exc:
+            raise ServiceError(
+                SERVICE,
+                f"no answer from {self.settings.url}: {type(exc).__name__}",
+                "check that Gitea runs and [gitea] url is right",
+            ) from None
+
+        if response.status_code in expect:
+            return response
+        if response.status_code == 401:
+            raise ServiceError(
+                SERVICE,
+                f"Gitea refused the token in '{self.settings.token_file}'",
+                "make a new admin token and put it in that file",
+            )
+        if response.status_code == 403:
+            raise ServiceError(
+                SERVICE,
+                f"{method} {path} is forbidden for this token: {_message(response)}",
+                "use a token of an admin user with the write:admin scope",
+            )
+        raise ServiceError(
+            SERVICE,
+            f"{method} {path} answered {response.status_code}: {_message(response)}",
+        )
+
+
+def _message(response: "requests.Response") -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip()[:200] or response.reason
+    if isinstance(body, dict) and body.get("message"):
+        return str(body["message"])
+    return str(body)[:200]

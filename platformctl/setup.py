@@ -1,0 +1,109 @@
+"""`platformctl init`: everything a site needs before its first learner."""
+
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from platformctl import anonymizer, database
+from platformctl import config as configuration
+from platformctl.config import Config
+from platformctl.errors import translate_errors
+from platformctl.registry import Registry
+
+if TYPE_CHECKING:
+    from psycopg2.extensions import connection
+
+log = logging.getLogger(__name__)
+
+
+def initialize(config: Config, write_config: bool) -> Iterator[str]:
+    """Set the site up step by step, yielding one line per step for the operator.
+
+    Raises ConfigError or ServiceError at the first step that fails; steps done
+    before it stay done, and running it again picks up from there.
+    """
+    if write_config or not config.path.exists():
+        configuration.write(config)
+        yield f"config      written to {config.path}"
+    else:
+        yield f"config      {config.path} (unchanged)"
+
+    created = anonymizer.create_secret(config.secret_path)
+    state = "created" if created else "present"
+    yield f"site key    {state} at {config.secret_path} (back it up: aliases need it)"
+
+    settings = config.postgres
+    for name in (settings.platform_database, settings.learners_database):
+        made = create_database(config, name)
+        yield f"database    {name} {'created' if made else 'present'}"
+
+    conn = database.connect(settings, settings.platform_database)
+    try:
+        lock_down_platform_database(conn, settings.platform_database)
+        Registry(conn).create_schema()
+    finally:
+        conn.close()
+    yield "registry    ready"
+
+    if settings.enabled:
+        from platformctl.provisioners.postgres import PostgresProvisioner
+
+        postgres = PostgresProvisioner(settings)
+        try:
+            postgres.prepare()
+            postgres.check()
+        finally:
+            postgres.close()
+        yield f"postgres    learners' database {settings.learners_database} locked down"
+    else:
+        yield "postgres    learner roles off"
+
+    if config.gitea.enabled:
+        from platformctl.provisioners.gitea import GiteaProvisioner
+
+        GiteaProvisioner(config.gitea, config.site.noreply_domain).check()
+        yield f"gitea       {config.gitea.url} answers; the token is an admin's"
+    else:
+        yield "gitea       off"
+
+    if config.workspace.enabled:
+        from platformctl.provisioners.workspace import WorkspaceProvisioner
+
+        WorkspaceProvisioner(config.workspace).check()
+        yield f"workspace   Docker answers; image {config.workspace.image} present"
+    else:
+        yield "workspace   off"
+
+
+@translate_errors("postgres", database.library_errors)
+def create_database(config: Config, name: str) -> bool:
+    """Create database name, owned by the admin role, unless it exists."""
+    from psycopg2 import sql
+
+    conn = database.connect(config.postgres, "postgres")
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(
+                "SELECT 1 FROM pg_catalog.pg_database WHERE datname = %s", (name,)
+            )
+            if cursor.fetchone():
+                return False
+            cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    finally:
+        conn.close()
+    log.info("postgres: created database %s", name)
+    return True
+
+
+@translate_errors("postgres", database.library_errors)
+def lock_down_platform_database(conn: "connection", name: str) -> None:
+    """Let nobody but its owner connect to the platform database."""
+    from psycopg2 import sql
+
+    with conn.cursor() as cursor:
+        cursor.execute(
+            sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(
+                sql.Identifier(name)
+            )
+        )
+        cursor.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC")

@@ -1,0 +1,57 @@
+"""Reading and writing the config file."""
+
+import stat
+
+import pytest
+
+from platformctl import config as configuration
+from platformctl.errors import ConfigError
+
+
+def test_written_config_reads_back_the_same(tmp_path):
+    original = configuration.Config(path=tmp_path / "sub" / "config.toml")
+    configuration.write(original)
+    assert configuration.load(original.path) == original
+    assert stat.S_IMODE(original.path.stat().st_mode) == 0o600
+
+
+def test_missing_file_says_to_run_init(tmp_path):
+    with pytest.raises(ConfigError, match="run 'platformctl init'"):
+        configuration.load(tmp_path / "none.toml")
+
+
+def test_unknown_key_is_named(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text('[postgres]\nhots = "db"\n')
+    with pytest.raises(ConfigError, match="unknown key 'hots' in \\[postgres\\]"):
+        configuration.load(path)
+
+
+def test_wrong_type_is_named(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text('[postgres]\nport = "5432"\n')
+    with pytest.raises(ConfigError, match="port = '5432'.* is not a int"):
+        configuration.load(path)
+
+
+def test_broken_toml_is_one_line(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text("[postgres\n")
+    with pytest.raises(ConfigError) as caught:
+        configuration.load(path)
+    assert "\n" not in str(caught.value)
+
+
+def test_default_path_follows_xdg(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    assert configuration.default_path() == tmp_path / "platformctl" / "config.toml"
+
+
+def test_secret_file_must_be_private(tmp_path):
+    path = tmp_path / "token"
+    path.write_text("abc\n")
+    path.chmod(0o644)
+    with pytest.raises(ConfigError, match="can be read by others"):
+        configuration.read_secret_file(str(path), "Gitea admin token")
+    path.chmod(0o600)
+    assert configuration.read_secret_file(str(path), "Gitea admin token") == "abc"
