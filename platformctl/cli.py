@@ -9,14 +9,12 @@ import json
 import logging
 import sys
 import traceback
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from platformctl import __version__
-from platformctl import config as configuration
 from platformctl.errors import (
     EXIT_SERVICE,
     EXIT_USAGE,
@@ -24,7 +22,12 @@ from platformctl.errors import (
     PlatformError,
 )
 
+if TYPE_CHECKING:
+    from platformctl.config import Config
+
 log = logging.getLogger(__name__)
+
+CONFIG_ENV = "PLATFORMCTL_CONFIG"
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 done (or already so), 1 a service failed, 2 bad input or"
@@ -36,12 +39,20 @@ class Options:
     """Settings shared by every command, from the top-level options."""
 
     def __init__(self) -> None:
-        self.config_path: Path = configuration.default_path()
+        self.given_path: Path | None = None
         self.debug = False
         self.json = False
 
-    def load(self) -> configuration.Config:
-        return configuration.load(self.config_path)
+    @property
+    def config_path(self) -> Path:
+        from platformctl.config import default_path
+
+        return self.given_path or default_path()
+
+    def load(self) -> "Config":
+        from platformctl.config import load
+
+        return load(self.config_path)
 
 
 # One per process: the boundary in main() needs --debug and --json even when a
@@ -54,7 +65,7 @@ _options = Options()
     "--config",
     "config_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    envvar=configuration.CONFIG_ENV,
+    envvar=CONFIG_ENV,
     help="Config file [default: $PLATFORMCTL_CONFIG, then"
     " $XDG_CONFIG_HOME/platformctl/config.toml].",
 )
@@ -67,8 +78,7 @@ def cli(config_path: Path | None, verbose: int, debug: bool) -> None:
     Each learner gets an alias, a PostgreSQL role and schema, a Gitea account
     and a code-server workspace. No email or name is stored anywhere.
     """
-    if config_path is not None:
-        _options.config_path = config_path
+    _options.given_path = config_path
     _options.debug = debug
 
     level = logging.WARNING
@@ -176,9 +186,13 @@ def _changed_by(given: dict[str, Any]) -> bool:
     return any(value not in (None, False) for value in given.values())
 
 
-def _config_for_init(given: dict[str, Any]) -> configuration.Config:
+def _config_for_init(given: dict[str, Any]) -> "Config":
+    from dataclasses import replace
+
+    from platformctl.config import Config, load
+
     path = _options.config_path
-    config = configuration.load(path) if path.exists() else configuration.Config(path)
+    config = load(path) if path.exists() else Config(path)
 
     postgres = {
         "host": given["pg_host"],

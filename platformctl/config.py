@@ -14,8 +14,6 @@ from typing import Any
 
 from platformctl.errors import ConfigError
 
-CONFIG_ENV = "PLATFORMCTL_CONFIG"
-
 
 @dataclass(frozen=True)
 class SiteSettings:

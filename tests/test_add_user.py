@@ -9,7 +9,6 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-import docker
 import pytest
 from conftest import LEARNER_GROUP, with_changes
 

@@ -7,13 +7,12 @@ from dataclasses import replace
 
 import docker
 import pytest
+from conftest import PREFIX
 
 from platformctl.config import WorkspaceSettings
 from platformctl.credentials import new_password
 from platformctl.errors import ConflictError, ServiceError
 from platformctl.provisioners.workspace import LABEL_ALIAS, WorkspaceProvisioner
-
-from conftest import PREFIX
 
 
 @pytest.fixture

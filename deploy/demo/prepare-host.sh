@@ -64,7 +64,9 @@ tcp_open() {
 }
 
 package_installed() {
-    [[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true) == "install ok installed" ]]
+    local status
+    status=$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)
+    [[ $status == "install ok installed" ]]
 }
 
 docker_ready() {
@@ -82,15 +84,15 @@ wait_for_docker() {
 # Writes standard input to a file with mode 0600 unless it already holds exactly
 # that; the file is replaced in one step. Succeeds only when it wrote.
 write_private_file() {
-    local path=$1 tmp
-    tmp=$(mktemp "$path.XXXXXX")
-    cat >"$tmp"
-    chmod 0600 "$tmp"
-    if [[ -f $path ]] && cmp -s "$tmp" "$path"; then
-        rm -f "$tmp"
-        chmod 0600 "$path"
+    local path=$1 content tmp
+    # The x keeps trailing newlines, which command substitution would drop.
+    content=$(cat && echo x)
+    if [[ -f $path && "$(cat "$path" && echo x)" == "$content" ]]; then
+        [[ $(stat -c %a "$path") == 600 ]] || chmod 0600 "$path"
         return 1
     fi
+    tmp=$(mktemp "$path.XXXXXX")
+    printf '%s' "${content%x}" >"$tmp"
     mv -f "$tmp" "$path"
 }
 
@@ -115,7 +117,8 @@ try:
     stored_key, server_key = key_pair.split(":")
     computed = keys(password, base64.b64decode(salt), int(iterations))
     expected = (base64.b64decode(stored_key), base64.b64decode(server_key))
-    if method == "SCRAM-SHA-256" and all(map(hmac.compare_digest, computed, expected)):
+    matches = all(map(hmac.compare_digest, computed, expected))
+    if method == "SCRAM-SHA-256" and matches:
         sys.exit(0)
 except ValueError:
     pass
@@ -128,8 +131,9 @@ PY
 readonly SCRAM_VERIFIER_PY
 
 # Prints pg_hba.conf (arguments: its path, then the block's first and last lines)
-# with the platformctl block (environment variable HBA_BLOCK) put before the first rule, or in place of an older copy of the block.
-# Prints nothing when the file already holds the block as it should be.
+# with the platformctl block (environment variable HBA_BLOCK) put before the first
+# rule, or in place of an older copy of the block. Prints nothing when the file
+# already holds the block as it should be.
 read -r -d '' HBA_EDIT_PY <<'PY' || true
 import os, sys
 
@@ -147,7 +151,10 @@ if begin in lines:
     del lines[start:stop]
     at = start
 else:
-    rules = [i for i, line in enumerate(lines) if line.strip() and not line.lstrip().startswith("#")]
+    rules = [
+        i for i, line in enumerate(lines)
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
     at = rules[0] if rules else len(lines)
     wanted = wanted + [""]
 
@@ -235,10 +242,12 @@ if [[ -z $bridge || $bridge == "<no value>" ]]; then
 fi
 bridge_cidr=$(ip -4 -o addr show dev "$bridge" | awk '{print $4; exit}')
 if [[ ! $bridge_cidr =~ ^([0-9]{1,3}\.){3}[0-9]{1,3}/[0-9]{1,2}$ ]]; then
-    die "found no IPv4 address on Docker's bridge '$bridge'; is dockerd running with its default bridge?"
+    die "found no IPv4 address on Docker's bridge '$bridge'; is its default bridge" \
+        "disabled in the dockerd settings?"
 fi
 gateway=${bridge_cidr%/*}
-subnet=$("${PYTHON[@]}" -c 'import ipaddress, sys; print(ipaddress.ip_interface(sys.argv[1]).network)' \
+subnet=$("${PYTHON[@]}" -c \
+    'import ipaddress, sys; print(ipaddress.ip_interface(sys.argv[1]).network)' \
     "$bridge_cidr")
 
 # --- PostgreSQL cluster ---------------------------------------------------------
@@ -291,7 +300,8 @@ hba_rule() {
 hba_block=$(
     echo "$HBA_BEGIN"
     echo "# Learners may reach only the $LEARNER_DB database, over TCP with a password,"
-    echo "# from this host and from the default Docker bridge. Written by $PROG."
+    echo "# from this host and from the default Docker bridge."
+    echo "# Kept up to date by deploy/demo/prepare-host.sh."
     hba_rule host "$LEARNER_DB" "+$LEARNER_GROUP" "$subnet" scram-sha-256
     hba_rule host "$LEARNER_DB" "+$LEARNER_GROUP" 127.0.0.1/32 scram-sha-256
     hba_rule host all "+$LEARNER_GROUP" 0.0.0.0/0 reject
@@ -313,7 +323,8 @@ if [[ -n $new_hba ]]; then
     if [[ -n $hba_errors ]]; then
         cp -p "$backup" "$hba_file"
         rm -f "$backup"
-        die "the new $hba_file was rejected (${hba_errors//$'\n'/; }); the old one is back"
+        die "PostgreSQL rejected the new $hba_file (${hba_errors//$'\n'/; });" \
+            "the previous version is back in place"
     fi
     rm -f "$backup"
     pg_sql -c "SELECT pg_reload_conf()" >/dev/null
@@ -338,32 +349,40 @@ if [[ ! -e $password_file ]]; then
     printf '%s' "$password" | write_private_file "$password_file" || true
     unset password
 fi
-[[ -s $password_file ]] || die "password file '$password_file' is empty; delete it to get a new one"
+if [[ ! -s $password_file ]]; then
+    die "password file '$password_file' is empty; delete it to get a new password"
+fi
 [[ $(stat -c %a "$password_file") == 600 ]] || chmod 0600 "$password_file"
 
 # Only the verifier travels to PostgreSQL: the password stays out of every command
 # line and statement, and so out of the process list and the server log.
 current_verifier=$(pg_sql -c "SELECT coalesce(rolpassword, '') FROM pg_authid
                               WHERE rolname = '$ADMIN_ROLE'")
-new_verifier=$("${PYTHON[@]}" -c "$SCRAM_VERIFIER_PY" "$password_file" <<<"$current_verifier")
+new_verifier=$("${PYTHON[@]}" -c "$SCRAM_VERIFIER_PY" "$password_file" \
+    <<<"$current_verifier")
 if [[ -n $new_verifier ]]; then
-    if [[ ! $new_verifier =~ ^SCRAM-SHA-256\$4096:[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+$ ]]; then
+    b64='[A-Za-z0-9+/=]+'
+    if [[ ! $new_verifier =~ ^SCRAM-SHA-256\$4096:$b64\$$b64:$b64$ ]]; then
         die "computing the SCRAM verifier for $ADMIN_ROLE gave an unexpected result"
     fi
     say "setting the password of $ADMIN_ROLE from $password_file"
     pg_sql <<<"ALTER ROLE $ADMIN_ROLE PASSWORD '$new_verifier';"
 fi
 
-if ! whoami=$(PGPASSWORD=$(<"$password_file") PGCONNECT_TIMEOUT=5 psql -X -q -At \
+# The password goes through the environment of this one psql, which other users
+# cannot read, never through its arguments.
+if ! login=$(PGPASSWORD=$(<"$password_file") PGCONNECT_TIMEOUT=5 psql -X -q -At \
     -h 127.0.0.1 -p "$pg_port" -U "$ADMIN_ROLE" -d postgres \
-    -c "SELECT current_user" 2>&1) || [[ $whoami != "$ADMIN_ROLE" ]]; then
-    die "cannot log in as $ADMIN_ROLE on 127.0.0.1:$pg_port ($whoami); see $log_file"
+    -c "SELECT current_user" 2>&1) || [[ $login != "$ADMIN_ROLE" ]]; then
+    die "cannot log in as $ADMIN_ROLE on 127.0.0.1:$pg_port" \
+        "(${login//$'\n'/ }); see $log_file"
 fi
 
 # --- host.env -------------------------------------------------------------------
 
 if write_private_file "$state/host.env" <<EOF; then
-# Written by $PROG; where platformctl finds PostgreSQL on this host.
+# Where platformctl finds PostgreSQL on this host. Kept up to date by
+# deploy/demo/prepare-host.sh; edits are overwritten.
 PG_ADMIN_HOST=127.0.0.1
 PG_ADMIN_PORT=$pg_port
 PG_ADMIN_USER=$ADMIN_ROLE

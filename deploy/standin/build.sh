@@ -17,7 +17,8 @@ die() {
 # and a scratch image has no C library.
 status=$(dpkg-query -W -f='${Status}' busybox-static 2>/dev/null || true)
 if [[ $status != "install ok installed" ]]; then
-    die "Debian package 'busybox-static' is not installed; run: apt-get install busybox-static"
+    die "Debian package 'busybox-static' is not installed;" \
+        "run: apt-get install busybox-static"
 fi
 command -v docker >/dev/null || die "'docker' was not found on PATH; install docker.io"
 
