@@ -60,6 +60,33 @@ class Options:
 _options = Options()
 
 
+def options() -> Options:
+    """The top-level options of this run, for the command modules."""
+    return _options
+
+
+def json_option(command: Any) -> Any:
+    """Add --json to a command: one JSON object on stdout, errors included."""
+
+    def remember(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+        _options.json = value
+        return value
+
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        is_eager=True,
+        callback=remember,
+        help="Print JSON for scripts and bots.",
+    )(command)
+
+
+def print_json(data: Any) -> None:
+    """One line of JSON on stdout."""
+    click.echo(json.dumps(data, default=str))
+
+
 @click.group(epilog=EXIT_CODES_HELP)
 @click.option(
     "--config",
@@ -98,14 +125,13 @@ def add() -> None:
 
 @add.command("user", epilog=EXIT_CODES_HELP)
 @click.argument("email")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@json_option
 def add_user(email: str, as_json: bool) -> None:
     """Provision the learner with EMAIL on every enabled service.
 
     Prints the learner's alias, workspace address and first passwords, shown
     this once. Running it again for the same learner changes nothing.
     """
-    _options.json = as_json
     from platformctl.learners import add_learner, open_platform
 
     config = _options.load()
@@ -113,7 +139,7 @@ def add_user(email: str, as_json: bool) -> None:
         result = add_learner(platform, email)
 
     if as_json:
-        click.echo(json.dumps(result.as_dict()))
+        print_json(result.as_dict())
         return
     if not result.created:
         click.echo(
@@ -236,6 +262,10 @@ def _config_for_init(given: dict[str, Any]) -> "Config":
 
 def _absolute(path: str | None) -> str | None:
     return str(Path(path).expanduser().resolve()) if path else None
+
+
+# The command modules add their commands to the groups above.
+from platformctl.commands import lifecycle  # noqa: E402, F401
 
 
 def main() -> None:

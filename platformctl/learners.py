@@ -12,12 +12,13 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from platformctl import anonymizer, database, registry
 from platformctl.config import Config
 from platformctl.credentials import new_password
-from platformctl.errors import PlatformError, ServiceError
+from platformctl.errors import InputError, NotFoundError, PlatformError, ServiceError
 from platformctl.provisioners import Provisioner
 
 log = logging.getLogger(__name__)
@@ -237,3 +238,182 @@ def _workspace_url(platform: Platform, alias: str) -> str | None:
     except ServiceError:
         return None
     return platform.workspace.url(container) if container is not None else None
+
+
+def resolve(platform: Platform, who: str) -> registry.Learner:
+    """The learner named by alias or by email. Raises NotFoundError."""
+    if "@" in who:
+        email = anonymizer.normalize_email(who)
+        secret = anonymizer.load_secret(platform.config.secret_path)
+        learner = platform.registry.find(anonymizer.digest(email, secret))
+        if learner is None:
+            raise NotFoundError("no learner has that email", "check the spelling")
+        return learner
+
+    learner = platform.registry.get(who.strip().lower())
+    if learner is None:
+        raise NotFoundError(
+            f"no learner has the alias '{who}'", "see 'platformctl list users'"
+        )
+    return learner
+
+
+@dataclass
+class LearnerStatus:
+    """One learner as the registry and each enabled service see them."""
+
+    alias: str
+    state: str
+    created_at: str
+    workspace: str | None = None
+    workspace_url: str | None = None
+    parts: dict[str, bool] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The status as plain data, for --json."""
+        return {
+            "alias": self.alias,
+            "state": self.state,
+            "created_at": self.created_at,
+            "workspace": self.workspace,
+            "workspace_url": self.workspace_url,
+            "parts": self.parts,
+        }
+
+
+def list_learners(platform: Platform, only: str | None = None) -> list[LearnerStatus]:
+    """Every learner (or only the one aliased `only`) with each service's part.
+
+    One question to each service, whatever the number of learners.
+    """
+    learners = platform.registry.all()
+    if only is not None:
+        learners = [learner for learner in learners if learner.alias == only]
+
+    roles = platform.postgres.inventory() if platform.postgres else None
+    accounts = platform.gitea.inventory() if platform.gitea else None
+    workspaces = platform.workspace.inventory() if platform.workspace else None
+
+    statuses = []
+    for learner in learners:
+        status = LearnerStatus(
+            alias=learner.alias,
+            state=learner.state,
+            created_at=learner.created_at.isoformat(timespec="seconds"),
+        )
+        if roles is not None:
+            role = roles.get(learner.alias)
+            status.parts["postgres"] = bool(role and role.has_schema)
+        if accounts is not None:
+            status.parts["gitea"] = learner.alias in accounts
+        if workspaces is not None:
+            workspace = workspaces.get(learner.alias)
+            status.parts["workspace"] = workspace is not None
+            if workspace is not None:
+                status.workspace = "running" if workspace.running else "stopped"
+                status.workspace_url = workspace.url
+        statuses.append(status)
+    return statuses
+
+
+def suspend_learner(platform: Platform, learner: registry.Learner) -> list[str]:
+    """Lock the learner out of every service, keeping their data.
+
+    Returns the services where something changed.
+    """
+    with platform.registry.lock(learner.digest):
+        changed = []
+        if platform.workspace is not None and platform.workspace.suspend(learner.alias):
+            changed.append("workspace")
+        if platform.gitea is not None and platform.gitea.suspend(learner.alias):
+            changed.append("gitea")
+        if platform.postgres is not None and platform.postgres.suspend(learner.alias):
+            changed.append("postgres")
+        if learner.state != registry.SUSPENDED:
+            platform.registry.set_state(learner.alias, registry.SUSPENDED)
+            changed.append("registry")
+        return changed
+
+
+def resume_learner(platform: Platform, learner: registry.Learner) -> list[str]:
+    """Let a suspended learner in again. Returns the services that changed."""
+    with platform.registry.lock(learner.digest):
+        changed = []
+        if platform.postgres is not None and platform.postgres.resume(learner.alias):
+            changed.append("postgres")
+        if platform.gitea is not None and platform.gitea.resume(learner.alias):
+            changed.append("gitea")
+        if platform.workspace is not None and platform.workspace.resume(learner.alias):
+            changed.append("workspace")
+        if learner.state != registry.ACTIVE:
+            platform.registry.set_state(learner.alias, registry.ACTIVE)
+            changed.append("registry")
+        return changed
+
+
+SERVICES = ("workspace", "gitea", "postgres")
+
+
+def reset_passwords(
+    platform: Platform, learner: registry.Learner, services: tuple[str, ...]
+) -> dict[str, str]:
+    """New passwords for the chosen services; the old ones stop working.
+
+    Raises InputError for a suspended learner or a service that is off.
+    """
+    if learner.state != registry.ACTIVE:
+        raise InputError(
+            f"learner '{learner.alias}' is {learner.state}",
+            "resume the learner first",
+        )
+    for service in services:
+        if getattr(platform, service) is None:
+            raise InputError(
+                f"the {service} service is off in the config", "choose another"
+            )
+
+    passwords = {service: new_password() for service in services}
+    with platform.registry.lock(learner.digest):
+        if "postgres" in passwords and platform.postgres is not None:
+            platform.postgres.set_password(learner.alias, passwords["postgres"])
+            if platform.workspace is not None and "workspace" not in passwords:
+                _, files = _workspace_settings(platform, learner.alias, passwords)
+                platform.workspace.write_files(learner.alias, files)
+        if "gitea" in passwords and platform.gitea is not None:
+            platform.gitea.set_password(learner.alias, passwords["gitea"])
+        if "workspace" in passwords and platform.workspace is not None:
+            files = {}
+            if "postgres" in passwords:
+                _, files = _workspace_settings(platform, learner.alias, passwords)
+            platform.workspace.set_password(
+                learner.alias, passwords["workspace"], files=files
+            )
+    return passwords
+
+
+def remove_learner(
+    platform: Platform, learner: registry.Learner, keep_data: Path | None = None
+) -> list[str]:
+    """Remove every part of the learner that exists, then forget them.
+
+    With keep_data, the home volume stays and the schema is saved as SQL in that
+    folder first. Returns the services where something was removed. Parts that
+    fail to go leave the registry row in place, so the command can be repeated.
+    """
+    with platform.registry.lock(learner.digest):
+        removed = []
+        if keep_data is not None and platform.postgres is not None:
+            if platform.postgres.exists(learner.alias):
+                keep_data.mkdir(parents=True, exist_ok=True, mode=0o700)
+                target = keep_data / f"{learner.alias}.sql"
+                platform.postgres.dump_schema(learner.alias, target)
+        if platform.workspace is not None and platform.workspace.remove(
+            learner.alias, keep_volume=keep_data is not None
+        ):
+            removed.append("workspace")
+        if platform.gitea is not None and platform.gitea.remove(learner.alias):
+            removed.append("gitea")
+        if platform.postgres is not None and platform.postgres.remove(learner.alias):
+            removed.append("postgres")
+        platform.registry.delete(learner.alias)
+        return removed

@@ -47,6 +47,7 @@ class Learner:
     """One registry row."""
 
     alias: str
+    digest: bytes
     state: str
     created_at: datetime
     updated_at: datetime
@@ -90,7 +91,7 @@ class Registry:
                         "INSERT INTO platformctl.learners (alias, digest, state)"
                         " VALUES (%s, %s, %s)"
                         " ON CONFLICT (alias) DO NOTHING"
-                        " RETURNING alias, state, created_at, updated_at",
+                        " RETURNING alias, digest, state, created_at, updated_at",
                         (alias, email_digest, PROVISIONING),
                     )
                     row = cursor.fetchone()
@@ -100,7 +101,7 @@ class Registry:
                 ) from None
             if row:
                 log.info("registry: recorded learner %s", alias)
-                return Learner(*row)
+                return _learner(row)
             log.debug("registry: alias %s is taken, trying the next one", alias)
 
         raise ServiceError(
@@ -144,14 +145,29 @@ class Registry:
                     cursor.execute("SELECT pg_catalog.pg_advisory_unlock(%s)", (key,))
 
     @translate_errors("postgres", database.library_errors)
+    @translate_errors("postgres", database.library_errors)
+    def all(self) -> list[Learner]:
+        """Every learner, oldest first."""
+        with self.conn.cursor() as cursor:
+            cursor.execute(
+                "SELECT alias, digest, state, created_at, updated_at"
+                " FROM platformctl.learners ORDER BY created_at, alias"
+            )
+            return [_learner(row) for row in cursor.fetchall()]
+
     def _one(self, column: str, value: object) -> Learner | None:
         from psycopg2 import sql
 
         query = sql.SQL(
-            "SELECT alias, state, created_at, updated_at"
+            "SELECT alias, digest, state, created_at, updated_at"
             " FROM platformctl.learners WHERE {} = %s"
         ).format(sql.Identifier(column))
         with self.conn.cursor() as cursor:
             cursor.execute(query, (value,))
             row = cursor.fetchone()
-        return Learner(*row) if row else None
+        return _learner(row) if row else None
+
+
+def _learner(row: tuple) -> Learner:  # type: ignore[type-arg]
+    alias, digest, state, created_at, updated_at = row
+    return Learner(alias, bytes(digest), state, created_at, updated_at)

@@ -9,7 +9,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from platformctl.config import GiteaSettings, read_secret_file
-from platformctl.errors import ConflictError, ServiceError
+from platformctl.errors import ConflictError, NotFoundError, ServiceError
 
 if TYPE_CHECKING:
     import requests
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SERVICE = "gitea"
+PAGE_SIZE = 50
 
 
 class GiteaProvisioner:
@@ -129,6 +130,77 @@ class GiteaProvisioner:
         )
         log.info("gitea: deleted account %s", alias)
         return True
+
+    def inventory(self) -> dict[str, dict[str, Any]]:
+        """Every account platformctl made, by alias; Gitea pages at 50 at most."""
+        accounts: dict[str, dict[str, Any]] = {}
+        page = 1
+        while True:
+            response = self._call(
+                "GET",
+                "/admin/users",
+                params={"page": page, "limit": PAGE_SIZE},
+                expect=(200,),
+            )
+            users = response.json()
+            for user in users:
+                if self._is_ours(user):
+                    accounts[str(user["login"])] = user
+            total = int(response.headers.get("X-Total-Count", 0))
+            if len(users) < PAGE_SIZE or page * PAGE_SIZE >= total:
+                return accounts
+            page += 1
+
+    def suspend(self, alias: str) -> bool:
+        """Lock the account: neither its password nor its tokens work any more."""
+        return self._edit(alias, "prohibit_login", True)
+
+    def resume(self, alias: str) -> bool:
+        """Let the account log in again."""
+        return self._edit(alias, "prohibit_login", False)
+
+    def set_password(self, alias: str, password: str) -> None:
+        """Give the account a new password, to be changed at the next login."""
+        user = self._require_ours(alias)
+        self._call(
+            "PATCH",
+            f"/admin/users/{alias}",
+            json={
+                **self._edit_identity(user),
+                "password": password,
+                "must_change_password": True,
+            },
+            expect=(200,),
+        )
+        log.info("gitea: new password for account %s", alias)
+
+    def _edit(self, alias: str, field: str, value: Any) -> bool:
+        user = self._require_ours(alias)
+        if user.get(field) == value:
+            log.debug("gitea: account %s has %s=%s already", alias, field, value)
+            return False
+        self._call(
+            "PATCH",
+            f"/admin/users/{alias}",
+            json={**self._edit_identity(user), field: value},
+            expect=(200,),
+        )
+        log.info("gitea: account %s now has %s=%s", alias, field, value)
+        return True
+
+    def _edit_identity(self, user: dict[str, Any]) -> dict[str, Any]:
+        # Gitea's edit form insists on these two, even when they do not change.
+        return {
+            "source_id": int(user.get("source_id") or 0),
+            "login_name": str(user.get("login_name") or user["login"]),
+        }
+
+    def _require_ours(self, alias: str) -> dict[str, Any]:
+        user = self.find(alias)
+        if user is None:
+            raise NotFoundError(f"gitea: account '{alias}' does not exist")
+        self._check_ours(alias, user)
+        return user
 
     def _is_ours(self, user: dict[str, Any]) -> bool:
         email = str(user.get("email", "")).lower()

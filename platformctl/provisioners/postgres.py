@@ -7,11 +7,19 @@ connect to the learners' database and nothing more.
 """
 
 import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from platformctl import database
-from platformctl.config import PostgresSettings
-from platformctl.errors import ConflictError, ServiceError, translate_errors
+from platformctl.config import PostgresSettings, read_secret_file
+from platformctl.errors import (
+    ConflictError,
+    NotFoundError,
+    ServiceError,
+    translate_errors,
+)
 
 if TYPE_CHECKING:
     from psycopg2.extensions import connection, cursor
@@ -19,6 +27,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SERVICE = "postgres"
+
+
+@dataclass(frozen=True)
+class RoleState:
+    """What PostgreSQL holds for one learner."""
+
+    can_login: bool
+    has_schema: bool
 
 
 class PostgresProvisioner:
@@ -163,11 +179,23 @@ class PostgresProvisioner:
         from psycopg2 import sql
 
         role = sql.Identifier(alias)
-        with database.transaction(self.conn), self.conn.cursor() as cursor:
+        with self.conn.cursor() as cursor:
             if not self._role_exists(cursor, alias):
                 log.debug("postgres: role %s is already gone", alias)
                 return False
             self._check_ours(cursor, alias)
+        self._end_sessions(alias)
+        for other in self._other_databases_holding(alias):
+            conn = database.connect(self.settings, other)
+            try:
+                with database.transaction(conn), conn.cursor() as cursor:
+                    cursor.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(role))
+                    cursor.execute(sql.SQL("DROP OWNED BY {}").format(role))
+            finally:
+                conn.close()
+            log.info("postgres: dropped what %s held in database %s", alias, other)
+
+        with database.transaction(self.conn), self.conn.cursor() as cursor:
             cursor.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(role))
             cursor.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(role))
             cursor.execute(sql.SQL("DROP OWNED BY {}").format(role))
@@ -175,6 +203,162 @@ class PostgresProvisioner:
 
         log.info("postgres: dropped role and schema %s", alias)
         return True
+
+    @translate_errors(SERVICE, database.library_errors)
+    def inventory(self) -> dict[str, RoleState]:
+        """Every learner role of platformctl's, in one query."""
+        with self.conn.cursor() as cursor:
+            cursor.execute(
+                "SELECT r.rolname, r.rolcanlogin, n.oid IS NOT NULL"
+                " FROM pg_catalog.pg_auth_members m"
+                " JOIN pg_catalog.pg_roles r ON r.oid = m.member"
+                " JOIN pg_catalog.pg_roles g ON g.oid = m.roleid"
+                " LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = r.rolname"
+                " WHERE g.rolname = %s",
+                (self.settings.learner_group,),
+            )
+            return {
+                name: RoleState(can_login=login, has_schema=schema)
+                for name, login, schema in cursor.fetchall()
+            }
+
+    @translate_errors(SERVICE, database.library_errors)
+    def suspend(self, alias: str) -> bool:
+        """Forbid the role to log in and end the sessions it has open."""
+        return self._set_login(alias, False)
+
+    @translate_errors(SERVICE, database.library_errors)
+    def resume(self, alias: str) -> bool:
+        """Let the role log in again."""
+        return self._set_login(alias, True)
+
+    @translate_errors(SERVICE, database.library_errors)
+    def set_password(self, alias: str, password: str) -> None:
+        """Give the role a new password and end sessions opened with the old one."""
+        from psycopg2 import sql
+        from psycopg2.extensions import encrypt_password
+
+        with database.transaction(self.conn), self.conn.cursor() as cursor:
+            self._require_ours(cursor, alias)
+            verifier = encrypt_password(password, alias, self.conn, "scram-sha-256")
+            cursor.execute(
+                sql.SQL("ALTER ROLE {} PASSWORD %s").format(sql.Identifier(alias)),
+                (verifier,),
+            )
+        self._end_sessions(alias)
+        log.info("postgres: new password for role %s", alias)
+
+    @translate_errors(SERVICE, database.library_errors)
+    def dump_schema(self, alias: str, target: Path) -> None:
+        """Write the learner's schema, tables and data as SQL to target (mode 600)."""
+        import subprocess
+
+        from psycopg2 import sql
+
+        role = sql.Identifier(alias)
+        environment = {**os.environ, "PGCONNECT_TIMEOUT": "10"}
+        if self.settings.admin_password_file:
+            # The environment of a child is not in the process list; arguments are.
+            environment["PGPASSWORD"] = read_secret_file(
+                self.settings.admin_password_file, "PostgreSQL admin password"
+            )
+        with self.conn.cursor() as cursor:
+            cursor.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(role))
+        try:
+            descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(descriptor, "wb") as output:
+                finished = subprocess.run(
+                    [
+                        "pg_dump",
+                        "--host",
+                        self.settings.host,
+                        "--port",
+                        str(self.settings.port),
+                        "--username",
+                        self.settings.admin_user,
+                        "--schema",
+                        alias,
+                        "--no-owner",
+                        "--no-privileges",
+                        self.settings.learners_database,
+                    ],
+                    stdout=output,
+                    stderr=subprocess.PIPE,
+                    env=environment,
+                    check=False,
+                )
+        except FileNotFoundError:
+            raise ServiceError(
+                SERVICE, "pg_dump is not installed", "apt-get install postgresql-client"
+            ) from None
+        finally:
+            with self.conn.cursor() as cursor:
+                cursor.execute(sql.SQL("REVOKE {} FROM CURRENT_USER").format(role))
+        if finished.returncode != 0:
+            lines = finished.stderr.decode(errors="replace").strip().splitlines()
+            raise ServiceError(
+                SERVICE, f"pg_dump of '{alias}' failed: {lines[-1] if lines else '?'}"
+            )
+        log.info("postgres: saved schema %s to %s", alias, target)
+
+    def _set_login(self, alias: str, login: bool) -> bool:
+        from psycopg2 import sql
+
+        with database.transaction(self.conn), self.conn.cursor() as cursor:
+            self._require_ours(cursor, alias)
+            cursor.execute(
+                "SELECT rolcanlogin FROM pg_catalog.pg_roles WHERE rolname = %s",
+                (alias,),
+            )
+            changed = cursor.fetchone()[0] != login
+            if changed:
+                keyword = "LOGIN" if login else "NOLOGIN"
+                cursor.execute(
+                    sql.SQL("ALTER ROLE {} " + keyword).format(sql.Identifier(alias))
+                )
+        if not login:
+            # NOLOGIN stops new sessions only.
+            changed = self._end_sessions(alias) > 0 or changed
+        if changed:
+            log.info("postgres: role %s %s", alias, "may log in" if login else "locked")
+        return changed
+
+    def _end_sessions(self, alias: str) -> int:
+        """End every session of the role, in any database. Returns how many."""
+        from psycopg2 import sql
+
+        role = sql.Identifier(alias)
+        # A role may end the sessions of roles it is a member of; be one briefly.
+        with database.transaction(self.conn), self.conn.cursor() as cursor:
+            cursor.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(role))
+            cursor.execute(
+                "SELECT count(*) FILTER (WHERE pg_catalog.pg_terminate_backend(pid))"
+                " FROM pg_catalog.pg_stat_activity WHERE usename = %s",
+                (alias,),
+            )
+            ended = int(cursor.fetchone()[0])
+            cursor.execute(sql.SQL("REVOKE {} FROM CURRENT_USER").format(role))
+        if ended:
+            log.info("postgres: ended %d session(s) of %s", ended, alias)
+        return ended
+
+    def _other_databases_holding(self, alias: str) -> list[str]:
+        """Databases other than the learners' where the role owns or holds rights."""
+        with self.conn.cursor() as cursor:
+            cursor.execute(
+                "SELECT DISTINCT d.datname FROM pg_catalog.pg_shdepend s"
+                " JOIN pg_catalog.pg_database d ON d.oid = s.dbid"
+                " JOIN pg_catalog.pg_roles r ON r.oid = s.refobjid"
+                " WHERE r.rolname = %s AND d.datname <> current_database()"
+                " ORDER BY 1",
+                (alias,),
+            )
+            return [row[0] for row in cursor.fetchall()]
+
+    def _require_ours(self, cur: "cursor", alias: str) -> None:
+        if not self._role_exists(cur, alias):
+            raise NotFoundError(f"postgres: learner role '{alias}' does not exist")
+        self._check_ours(cur, alias)
 
     def environment(self, alias: str) -> dict[str, str]:
         """libpq settings with which the learner's workspace reaches their schema."""

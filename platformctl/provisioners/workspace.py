@@ -13,11 +13,18 @@ import tarfile
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from platformctl.config import WorkspaceSettings
 from platformctl.credentials import argon2_hash
-from platformctl.errors import ConflictError, ServiceError, translate_errors
+from platformctl.errors import (
+    ConflictError,
+    InputError,
+    NotFoundError,
+    ServiceError,
+    translate_errors,
+)
 
 if TYPE_CHECKING:
     import docker
@@ -30,6 +37,20 @@ LABEL_MANAGED = "org.platformctl.managed"
 LABEL_ALIAS = "org.platformctl.alias"
 CONTAINER_PORT = "8080/tcp"
 START_ATTEMPTS = 5
+# Settings that survive a password change: the learner's libpq settings.
+EXTRA_ENVIRONMENT = ("PGHOST", "PGPORT", "PGDATABASE", "PGUSER")
+
+
+@dataclass(frozen=True)
+class WorkspaceState:
+    """What Docker holds for one learner."""
+
+    status: str
+    url: str | None
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
 
 
 def _library_errors() -> tuple[type[Exception], ...]:
@@ -153,14 +174,110 @@ class WorkspaceProvisioner:
         return True
 
     @translate_errors(SERVICE, _library_errors)
-    def remove(self, alias: str) -> bool:
-        """Remove the learner's container and home volume."""
+    def remove(self, alias: str, keep_volume: bool = False) -> bool:
+        """Remove the learner's container and, unless kept, the home volume."""
         container = self.find(alias)
         if container is not None:
             container.remove(force=True)
             log.info("workspace: removed container %s", container.name)
-        volume_gone = self._remove_volume(alias)
+        volume_gone = False if keep_volume else self._remove_volume(alias)
         return container is not None or volume_gone
+
+    @translate_errors(SERVICE, _library_errors)
+    def inventory(self) -> dict[str, WorkspaceState]:
+        """Every workspace container of this site, by alias, in one call."""
+        found = {}
+        for container in self._site_objects(self.client.containers.list(all=True)):
+            found[container.labels[LABEL_ALIAS]] = WorkspaceState(
+                status=container.status, url=self.url(container)
+            )
+        return found
+
+    @translate_errors(SERVICE, _library_errors)
+    def volume_inventory(self) -> set[str]:
+        """The aliases that have a home volume of this site."""
+        volumes = self.client.volumes.list(filters={"label": f"{LABEL_MANAGED}=true"})
+        return {
+            (volume.attrs.get("Labels") or {})[LABEL_ALIAS]
+            for volume in volumes
+            if volume.name.startswith(self.settings.name_prefix + "-")
+            and LABEL_ALIAS in (volume.attrs.get("Labels") or {})
+        }
+
+    @translate_errors(SERVICE, _library_errors)
+    def suspend(self, alias: str) -> bool:
+        """Stop the workspace; it stays stopped across restarts of Docker."""
+        container = self._require(alias)
+        if container.status not in ("running", "restarting"):
+            log.debug("workspace: %s is stopped already", container.name)
+            return False
+        container.stop(timeout=10)
+        log.info("workspace: stopped %s", container.name)
+        return True
+
+    @translate_errors(SERVICE, _library_errors)
+    def resume(self, alias: str) -> bool:
+        """Start the workspace again and wait until it answers."""
+        container = self._require(alias)
+        if container.status == "running":
+            log.debug("workspace: %s is running already", container.name)
+            return False
+        container.start()
+        container.reload()
+        self._wait_until_ready(alias, container)
+        log.info("workspace: started %s", container.name)
+        return True
+
+    @translate_errors(SERVICE, _library_errors)
+    def set_password(
+        self, alias: str, password: str, files: dict[str, str] | None = None
+    ) -> None:
+        """Give the workspace a new password: a new container on the same port,
+        the same home volume. Raises InputError when the workspace is stopped."""
+        container = self._require(alias)
+        if container.status != "running":
+            raise InputError(
+                f"the workspace of '{alias}' is stopped",
+                "resume the learner first, then reset the password",
+            )
+        environment = dict(
+            line.split("=", 1)
+            for line in container.attrs["Config"]["Env"] or []
+            if line.split("=", 1)[0] in EXTRA_ENVIRONMENT
+        )
+        port = _host_port(container.attrs)
+        container.remove(force=True)
+        replacement = self._start(alias, password, environment, port=port)
+        if files:
+            replacement.put_archive(
+                self.settings.home, _archive(files, owner=self.settings.user)
+            )
+        self._wait_until_ready(alias, replacement)
+        log.info("workspace: new password for %s", replacement.name)
+
+    @translate_errors(SERVICE, _library_errors)
+    def write_files(self, alias: str, files: dict[str, str]) -> None:
+        """Write files into the running workspace's home, for the learner alone."""
+        container = self._require(alias)
+        container.put_archive(
+            self.settings.home, _archive(files, owner=self.settings.user)
+        )
+
+    def _require(self, alias: str) -> "Container":
+        container = self.find(alias)
+        if container is None:
+            raise NotFoundError(f"workspace: no container for '{alias}'")
+        return container
+
+    def _site_objects(self, objects: list[Any]) -> list[Any]:
+        prefix = self.settings.name_prefix + "-"
+        return [
+            item
+            for item in objects
+            if item.name.startswith(prefix)
+            and item.labels.get(LABEL_MANAGED) == "true"
+            and LABEL_ALIAS in item.labels
+        ]
 
     def _ensure_volume(self, alias: str) -> bool:
         import docker
@@ -199,9 +316,13 @@ class WorkspaceProvisioner:
         return True
 
     def _start(
-        self, alias: str, password: str, environment: dict[str, str]
+        self,
+        alias: str,
+        password: str,
+        environment: dict[str, str],
+        port: int | None = None,
     ) -> "Container":
-        """Create and start the container on a free host port.
+        """Create and start the container on port, or else on a free host port.
 
         Two runs may pick the same port at once; the loser's start fails and it
         tries the next port.
@@ -210,7 +331,8 @@ class WorkspaceProvisioner:
 
         tried: set[int] = set()
         for _ in range(START_ATTEMPTS):
-            port = self._free_port(exclude=tried)
+            if port is None or port in tried:
+                port = self._free_port(exclude=tried)
             tried.add(port)
             container = self.client.containers.create(
                 self.settings.image,

@@ -1,0 +1,1 @@
+"""Command modules; each adds its commands to the tree in platformctl.cli."""
