@@ -52,6 +52,11 @@ def digest(email: str, secret: bytes) -> bytes:
     return hmac.new(secret, email.encode("utf-8"), hashlib.sha256).digest()
 
 
+def key_fingerprint(secret: bytes) -> str:
+    """A short value that tells one site key from another without revealing it."""
+    return hmac.new(secret, b"platformctl site key", hashlib.sha256).hexdigest()[:16]
+
+
 def alias_candidates(email_digest: bytes) -> Iterator[str]:
     """Aliases like 'hungry-owl-5231' drawn from the digest, best first.
 

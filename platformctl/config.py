@@ -87,8 +87,8 @@ class Config:
     def secret_path(self) -> Path:
         """The site key file; beside the config file unless the config names one."""
         if self.site.secret_file:
-            return Path(self.site.secret_file).expanduser()
-        return self.path.parent / "site.key"
+            return Path(self.site.secret_file).expanduser().absolute()
+        return self.path.parent.absolute() / "site.key"
 
 
 SECTIONS: dict[str, type] = {
@@ -156,6 +156,14 @@ def _section(path: Path, name: str, cls: type, values: Any) -> Any:
     return cls(**checked)
 
 
+KIND_NAMES = {
+    "str": "a string in quotes",
+    "int": "a whole number",
+    "float": "a number",
+    "bool": "true or false",
+}
+
+
 def _checked_value(path: Path, section: str, key: str, kind: Any, value: Any) -> Any:
     kind = kind if isinstance(kind, str) else kind.__name__
     expected: dict[str, type | tuple[type, ...]] = {
@@ -167,7 +175,7 @@ def _checked_value(path: Path, section: str, key: str, kind: Any, value: Any) ->
     wrong_bool = isinstance(value, bool) and kind != "bool"
     if wrong_bool or not isinstance(value, expected[kind]):
         raise ConfigError(
-            f"[{section}] {key} = {value!r} in '{path}' is not a {kind}",
+            f"[{section}] {key} = {value!r} in '{path}' should be {KIND_NAMES[kind]}",
             "fix the value in the config file",
         )
     if kind == "float":
@@ -191,13 +199,15 @@ def write(config: Config) -> None:
         handle.write(text)
 
 
-def read_secret_file(path_text: str, what: str) -> str:
+def read_secret_file(path_text: str, what: str, key: str) -> str:
     """The first line of a file that holds a password or token.
 
     Raises ConfigError when the file is missing, empty or readable by others.
     """
     if not path_text:
-        raise ConfigError(f"no file is named for the {what}", "set it in the config")
+        raise ConfigError(
+            f"no file is named for the {what}", f"set {key} in the config file"
+        )
 
     path = Path(path_text).expanduser()
     try:

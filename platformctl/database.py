@@ -32,7 +32,9 @@ def connect(settings: PostgresSettings, dbname: str) -> "connection":
     password = None
     if settings.admin_password_file:
         password = read_secret_file(
-            settings.admin_password_file, "PostgreSQL admin password"
+            settings.admin_password_file,
+            "PostgreSQL admin password",
+            "[postgres] admin_password_file",
         )
     try:
         conn = psycopg2.connect(

@@ -18,7 +18,13 @@ from typing import Any
 from platformctl import anonymizer, database, registry
 from platformctl.config import Config
 from platformctl.credentials import new_password
-from platformctl.errors import InputError, NotFoundError, PlatformError, ServiceError
+from platformctl.errors import (
+    ConfigError,
+    InputError,
+    NotFoundError,
+    PlatformError,
+    ServiceError,
+)
 from platformctl.provisioners import Provisioner
 
 log = logging.getLogger(__name__)
@@ -56,6 +62,7 @@ class Platform:
         self.config = config
         self.conn = database.connect(config.postgres, config.postgres.platform_database)
         self.registry = registry.Registry(self.conn)
+        self._site_key: bytes | None = None
         self.postgres = None
         self.gitea = None
         self.workspace = None
@@ -73,6 +80,14 @@ class Platform:
 
             self.workspace = WorkspaceProvisioner(config.workspace)
 
+    def site_key(self) -> bytes:
+        """The site key, checked against the one the registry was made with."""
+        if self._site_key is None:
+            key = anonymizer.load_secret(self.config.secret_path)
+            check_site_key(self.registry, key, self.config.secret_path)
+            self._site_key = key
+        return self._site_key
+
     def provisioners(self) -> list[Provisioner]:
         """The enabled services, in the order their parts are made."""
         parts: list[Any] = [self.postgres, self.gitea, self.workspace]
@@ -82,6 +97,17 @@ class Platform:
         self.conn.close()
         if self.postgres is not None:
             self.postgres.close()
+
+
+def check_site_key(registry_: registry.Registry, key: bytes, path: Path) -> None:
+    """Raise ConfigError unless key is the one the registry was made with."""
+    recorded = registry_.key_fingerprint()
+    if recorded is not None and recorded != anonymizer.key_fingerprint(key):
+        raise ConfigError(
+            f"the site key at '{path}' is not the one this registry was made with",
+            "restore the original key from your backup; another key would give"
+            " every learner a new alias",
+        )
 
 
 @contextmanager
@@ -102,8 +128,7 @@ def add_learner(platform: Platform, raw_email: str) -> AddResult:
     ConflictError when a service fails; nothing half-made is left behind.
     """
     email = anonymizer.normalize_email(raw_email)
-    secret = anonymizer.load_secret(platform.config.secret_path)
-    email_digest = anonymizer.digest(email, secret)
+    email_digest = anonymizer.digest(email, platform.site_key())
 
     with platform.registry.lock(email_digest):
         learner = platform.registry.find(email_digest)
@@ -244,8 +269,7 @@ def resolve(platform: Platform, who: str) -> registry.Learner:
     """The learner named by alias or by email. Raises NotFoundError."""
     if "@" in who:
         email = anonymizer.normalize_email(who)
-        secret = anonymizer.load_secret(platform.config.secret_path)
-        learner = platform.registry.find(anonymizer.digest(email, secret))
+        learner = platform.registry.find(anonymizer.digest(email, platform.site_key()))
         if learner is None:
             raise NotFoundError("no learner has that email", "check the spelling")
         return learner

@@ -35,6 +35,11 @@ CREATE TABLE IF NOT EXISTS platformctl.learners (
     updated_at timestamptz NOT NULL DEFAULT now()
 );
 REVOKE ALL ON platformctl.learners FROM PUBLIC;
+CREATE TABLE IF NOT EXISTS platformctl.site (
+    only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+    key_fingerprint text NOT NULL
+);
+REVOKE ALL ON platformctl.site FROM PUBLIC;
 """
 
 # How many candidates to try before deciding that something is wrong: with about
@@ -64,6 +69,24 @@ class Registry:
         """Create the registry's schema and table when missing."""
         with self.conn.cursor() as cursor:
             cursor.execute(SCHEMA_SQL)
+
+    @translate_errors("postgres", database.library_errors)
+    def key_fingerprint(self) -> str | None:
+        """The fingerprint of the site key this registry was made with, if known."""
+        with self.conn.cursor() as cursor:
+            cursor.execute("SELECT key_fingerprint FROM platformctl.site")
+            row = cursor.fetchone()
+        return str(row[0]) if row else None
+
+    @translate_errors("postgres", database.library_errors)
+    def record_key_fingerprint(self, fingerprint: str) -> None:
+        """Remember which site key this registry belongs to."""
+        with self.conn.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO platformctl.site (key_fingerprint) VALUES (%s)"
+                " ON CONFLICT (only_row) DO NOTHING",
+                (fingerprint,),
+            )
 
     @translate_errors("postgres", database.library_errors)
     def find(self, email_digest: bytes) -> Learner | None:

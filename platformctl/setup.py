@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 from platformctl import anonymizer, database
 from platformctl import config as configuration
 from platformctl.config import Config
-from platformctl.errors import translate_errors
+from platformctl.errors import ConfigError, translate_errors
+from platformctl.learners import check_site_key
 from platformctl.registry import Registry
 
 if TYPE_CHECKING:
@@ -28,10 +29,6 @@ def initialize(config: Config, write_config: bool) -> Iterator[str]:
     else:
         yield f"config      {config.path} (unchanged)"
 
-    created = anonymizer.create_secret(config.secret_path)
-    state = "created" if created else "present"
-    yield f"site key    {state} at {config.secret_path} (back it up: aliases need it)"
-
     settings = config.postgres
     for name in (settings.platform_database, settings.learners_database):
         made = create_database(config, name)
@@ -40,10 +37,12 @@ def initialize(config: Config, write_config: bool) -> Iterator[str]:
     conn = database.connect(settings, settings.platform_database)
     try:
         lock_down_platform_database(conn, settings.platform_database)
-        Registry(conn).create_schema()
+        registry = Registry(conn)
+        registry.create_schema()
+        yield "registry    ready"
+        yield _site_key_step(config, registry)
     finally:
         conn.close()
-    yield "registry    ready"
 
     if settings.enabled:
         from platformctl.provisioners.postgres import PostgresProvisioner
@@ -73,6 +72,24 @@ def initialize(config: Config, write_config: bool) -> Iterator[str]:
         yield f"workspace   Docker answers; image {config.workspace.image} present"
     else:
         yield "workspace   off"
+
+
+def _site_key_step(config: Config, registry: Registry) -> str:
+    """Create the site key, unless the registry already belongs to another one."""
+    path = config.secret_path
+    if not path.exists() and registry.key_fingerprint() is not None:
+        raise ConfigError(
+            f"this registry was made with a site key that is not at '{path}'",
+            "restore that key from your backup; a new one would give every learner"
+            " a new alias",
+        )
+
+    created = anonymizer.create_secret(path)
+    key = anonymizer.load_secret(path)
+    check_site_key(registry, key, path)
+    registry.record_key_fingerprint(anonymizer.key_fingerprint(key))
+    state = "created" if created else "present"
+    return f"site key    {state} at {path} (back it up: aliases need it)"
 
 
 @translate_errors("postgres", database.library_errors)

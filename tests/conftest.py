@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-from gitea_standin import GiteaStandin
+from gitea_standin import SPEC_ENV, GiteaStandin, spec_location
 from psycopg2 import sql
 from psycopg2.extensions import encrypt_password
 
@@ -40,6 +40,15 @@ STANDIN_IMAGE = "platformctl-test/workspace-standin:latest"
 ADMIN_ROLE = "platformctl_admin"
 LEARNER_GROUP = "platformctl_learners"
 GITEA_ADMIN_TOKEN = f"standin-admin-{RUN_ID}"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not spec_location().is_file():
+        pytest.exit(
+            f"Gitea's API description is not at '{spec_location()}': the tests check"
+            f" every Gitea request against it; set {SPEC_ENV} to its path",
+            returncode=2,
+        )
 
 
 def _free_port() -> int:

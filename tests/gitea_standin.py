@@ -355,9 +355,15 @@ class SpecChecker:
         return problems
 
 
+def spec_location() -> Path:
+    """Where Gitea's API description is read from: $PLATFORMCTL_GITEA_SPEC, or
+    shared/reference/ beside the repository."""
+    return Path(os.environ.get(SPEC_ENV) or DEFAULT_SPEC)
+
+
 def _checker_for(spec_path: Path | None) -> SpecChecker:
     """The checker for the spec named by the argument, the environment or the repo."""
-    chosen = spec_path or Path(os.environ.get(SPEC_ENV) or DEFAULT_SPEC)
+    chosen = spec_path or spec_location()
     return _checker_at(chosen.resolve())
 
 

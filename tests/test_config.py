@@ -30,7 +30,7 @@ def test_unknown_key_is_named(tmp_path):
 def test_wrong_type_is_named(tmp_path):
     path = tmp_path / "config.toml"
     path.write_text('[postgres]\nport = "5432"\n')
-    with pytest.raises(ConfigError, match="port = '5432'.* is not a int"):
+    with pytest.raises(ConfigError, match="port = '5432'.* should be a whole number"):
         configuration.load(path)
 
 
@@ -52,6 +52,9 @@ def test_secret_file_must_be_private(tmp_path):
     path.write_text("abc\n")
     path.chmod(0o644)
     with pytest.raises(ConfigError, match="can be read by others"):
-        configuration.read_secret_file(str(path), "Gitea admin token")
+        configuration.read_secret_file(str(path), "token", "[gitea] token_file")
     path.chmod(0o600)
-    assert configuration.read_secret_file(str(path), "Gitea admin token") == "abc"
+    assert (
+        configuration.read_secret_file(str(path), "token", "[gitea] token_file")
+        == "abc"
+    )

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from gitea_standin import DEFAULT_SPEC, SPEC_ENV, GiteaStandin
+from gitea_standin import SPEC_ENV, GiteaStandin, spec_location
 from jsonschema import Draft4Validator
 from referencing import Registry
 from referencing.jsonschema import DRAFT4
@@ -58,7 +57,7 @@ def edit_body(username: str, **fields: Any) -> dict[str, Any]:
 
 def user_schema_problems(document: Any) -> list[str]:
     """Validate a document against the spec's User, independently of the stand-in."""
-    spec = json.loads(Path(os.environ.get(SPEC_ENV) or DEFAULT_SPEC).read_text())
+    spec = json.loads(spec_location().read_text())
     registry: Registry[Any] = Registry().with_resource(
         "urn:spec", DRAFT4.create_resource(spec)
     )
@@ -514,7 +513,7 @@ def test_requests_are_recorded(gitea: GiteaStandin) -> None:
 def test_spec_path_can_come_from_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spec = json.loads(Path(DEFAULT_SPEC).read_text())
+    spec = json.loads(spec_location().read_text())
     spec["paths"] = {"/version": spec["paths"]["/version"]}
     small = tmp_path / "swagger.json"
     small.write_text(json.dumps(spec))

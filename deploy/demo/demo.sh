@@ -19,7 +19,6 @@ say() { printf '==> %s\n' "$*" >&2; }
 
 [[ $(id -u) -eq 0 ]] || { echo "demo.sh: run as root (it installs packages)" >&2; exit 1; }
 
-started=$(date +%s)
 "$here/prepare-host.sh" "$state"
 
 say "building the workspace image $image (offline, from busybox-static)"
@@ -44,4 +43,4 @@ say "platformctl init"
 
 say "platformctl add user demo@example.com"
 "$platformctl" add user demo@example.com
-say "demo ready in $(($(date +%s) - started)) s; config in ${XDG_CONFIG_HOME:-$HOME/.config}/platformctl/"
+say "demo ready; the config is in ${XDG_CONFIG_HOME:-$HOME/.config}/platformctl/"

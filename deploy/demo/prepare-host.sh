@@ -302,6 +302,9 @@ hba_block=$(
     echo "# Learners may reach only the $LEARNER_DB database, over TCP with a password,"
     echo "# from this host and from the default Docker bridge."
     echo "# Kept up to date by deploy/demo/prepare-host.sh."
+    # platformctl's own role first: while it makes or removes a learner it is
+    # briefly a member of that learner's role, and so of the group below.
+    hba_rule host all "$ADMIN_ROLE" 127.0.0.1/32 scram-sha-256
     hba_rule host "$LEARNER_DB" "+$LEARNER_GROUP" "$subnet" scram-sha-256
     hba_rule host "$LEARNER_DB" "+$LEARNER_GROUP" 127.0.0.1/32 scram-sha-256
     hba_rule host all "+$LEARNER_GROUP" 0.0.0.0/0 reject

@@ -36,7 +36,9 @@ class GiteaProvisioner:
         if self._session is None:
             import requests
 
-            token = read_secret_file(self.settings.token_file, "Gitea admin token")
+            token = read_secret_file(
+                self.settings.token_file, "Gitea admin token", "[gitea] token_file"
+            )
             self._session = requests.Session()
             self._session.headers["Authorization"] = f"token {token}"
             self._session.headers["Accept"] = "application/json"

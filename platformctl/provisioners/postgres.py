@@ -191,6 +191,7 @@ class PostgresProvisioner:
                 with database.transaction(conn), conn.cursor() as cursor:
                     cursor.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(role))
                     cursor.execute(sql.SQL("DROP OWNED BY {}").format(role))
+                    cursor.execute(sql.SQL("REVOKE {} FROM CURRENT_USER").format(role))
             finally:
                 conn.close()
             log.info("postgres: dropped what %s held in database %s", alias, other)
@@ -260,7 +261,9 @@ class PostgresProvisioner:
         if self.settings.admin_password_file:
             # The environment of a child is not in the process list; arguments are.
             environment["PGPASSWORD"] = read_secret_file(
-                self.settings.admin_password_file, "PostgreSQL admin password"
+                self.settings.admin_password_file,
+                "PostgreSQL admin password",
+                "[postgres] admin_password_file",
             )
         with self.conn.cursor() as cursor:
             cursor.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(role))
