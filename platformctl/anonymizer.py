@@ -38,7 +38,8 @@ def normalize_email(raw: str) -> str:
     try:
         checked = validate_email(text, check_deliverability=False)
     except EmailNotValidError as exc:
-        shown = text if len(text) <= 60 else text[:57] + "..."
+        shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
         raise InputError(
             f"'{shown}' is not an email address: {str(exc).rstrip('.')}",
             "give one like learner@example.com",

@@ -7,6 +7,7 @@ readable by their owner alone.
 
 import dataclasses
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,7 +138,116 @@ def from_dict(path: Path, raw: dict[str, Any]) -> Config:
         name: _section(path, name, cls, raw.get(name, {}))
         for name, cls in SECTIONS.items()
     }
-    return Config(path=path, **sections)
+    config = Config(path=path, **sections)
+    check_ranges(config)
+    return _with_absolute_paths(config)
+
+
+def _with_absolute_paths(config: Config) -> Config:
+    """Relative file names in the config count from the config's own folder."""
+    base = config.path.parent.absolute()
+
+    def absolute(value: str) -> str:
+        return str(base / Path(value).expanduser()) if value else value
+
+    return dataclasses.replace(
+        config,
+        site=dataclasses.replace(
+            config.site, secret_file=absolute(config.site.secret_file)
+        ),
+        postgres=dataclasses.replace(
+            config.postgres,
+            admin_password_file=absolute(config.postgres.admin_password_file),
+        ),
+        gitea=dataclasses.replace(
+            config.gitea, token_file=absolute(config.gitea.token_file)
+        ),
+    )
+
+
+_DURATION = re.compile(r"\d+\s*(us|ms|s|min|h|d)?")
+_MEMORY = re.compile(r"\d+[bkmg]?", re.IGNORECASE)
+_DOCKER_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
+_RESTART_POLICIES = ("no", "on-failure", "always", "unless-stopped")
+
+
+def check_ranges(config: Config) -> None:
+    """Refuse values of the right type that no service would take."""
+    postgres, gitea, workspace = config.postgres, config.gitea, config.workspace
+    rules = [
+        ("postgres", "port", 1 <= postgres.port <= 65535, "a port from 1 to 65535"),
+        (
+            "postgres",
+            "workspace_port",
+            0 <= postgres.workspace_port <= 65535,
+            "0 (same as port) or a port",
+        ),
+        (
+            "postgres",
+            "connection_limit",
+            postgres.connection_limit >= -1,
+            "-1 (no limit) or more",
+        ),
+        (
+            "postgres",
+            "statement_timeout",
+            bool(_DURATION.fullmatch(postgres.statement_timeout)),
+            "a duration such as '30s' or '2min'",
+        ),
+        (
+            "postgres",
+            "learners_database",
+            postgres.learners_database != postgres.platform_database,
+            "another database than platform_database",
+        ),
+        ("gitea", "timeout", gitea.timeout > 0, "a number of seconds above 0"),
+        (
+            "gitea",
+            "url",
+            not gitea.enabled or gitea.url.startswith(("http://", "https://")),
+            "an address starting with http:// or https://",
+        ),
+        ("workspace", "cpus", workspace.cpus > 0, "a number above 0"),
+        ("workspace", "pids_limit", workspace.pids_limit > 0, "a number above 0"),
+        (
+            "workspace",
+            "memory",
+            bool(_MEMORY.fullmatch(workspace.memory)),
+            "a size such as '2g' or '512m'",
+        ),
+        (
+            "workspace",
+            "name_prefix",
+            bool(_DOCKER_NAME.fullmatch(workspace.name_prefix)),
+            "letters, digits, '_', '.' and '-'",
+        ),
+        (
+            "workspace",
+            "restart_policy",
+            workspace.restart_policy in _RESTART_POLICIES,
+            "one of " + ", ".join(_RESTART_POLICIES),
+        ),
+        (
+            "workspace",
+            "port_last",
+            1 <= workspace.port_first <= workspace.port_last <= 65535,
+            "a port from port_first to 65535",
+        ),
+        (
+            "workspace",
+            "ready_timeout",
+            workspace.ready_timeout > 0,
+            "a number of seconds above 0",
+        ),
+    ]
+    for section, key, fine, expected in rules:
+        if not fine:
+            value = getattr(getattr(config, section), key)
+            raise ConfigError(
+                f"[{section}] {key} = {value!r} in '{config.path}'"
+                f" should be {expected}",
+                "fix the value in the config file",
+            )
 
 
 def _section(path: Path, name: str, cls: type, values: Any) -> Any:
@@ -212,7 +322,8 @@ def read_secret_file(path_text: str, what: str, key: str) -> str:
     path = Path(path_text).expanduser()
     try:
         mode = path.stat().st_mode
-        text = path.read_text().strip()
+        lines = path.read_text().strip().splitlines()
+        text = lines[0].strip() if lines else ""
     except OSError as exc:
         raise ConfigError(
             f"cannot read the {what} from '{path}': {exc.strerror}"

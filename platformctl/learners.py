@@ -20,6 +20,7 @@ from platformctl.config import Config
 from platformctl.credentials import new_password
 from platformctl.errors import (
     ConfigError,
+    ConflictError,
     InputError,
     NotFoundError,
     PlatformError,
@@ -140,40 +141,74 @@ def add_learner(platform: Platform, raw_email: str) -> AddResult:
             provisioner.check()
 
         if learner is None:
-            learner = platform.registry.claim(email_digest)
+            alias = _claim_free_alias(platform, email_digest)
         else:
-            log.warning("learner %s was left half-made; starting afresh", learner.alias)
-            leftovers = _remove_parts(platform.provisioners(), learner.alias)
-            if leftovers:
-                raise ServiceError(
-                    leftovers[0],
-                    f"cannot remove what an earlier run left for '{learner.alias}'",
-                    "see the warnings above, fix the service and run this again",
-                )
+            alias = learner.alias
+            log.warning("learner %s was left half-made; starting afresh", alias)
+            _clear(platform, alias)
 
-        result = _provision(platform, learner.alias)
-        platform.registry.set_state(learner.alias, registry.ACTIVE)
+        result = _provision(platform, alias)
+        platform.registry.set_state(alias, registry.ACTIVE)
         return result
+
+
+# How many aliases held by objects that platformctl did not make to step over.
+MAX_HELD_ALIASES = 3
+
+
+def _claim_free_alias(platform: Platform, email_digest: bytes) -> str:
+    """Record the learner under the first alias that no service holds for another."""
+    held: set[str] = set()
+    for _ in range(MAX_HELD_ALIASES + 1):
+        alias = platform.registry.claim(email_digest, skip=held).alias
+        try:
+            _clear(platform, alias)
+        except ConflictError as exc:
+            log.warning("alias %s is taken outside platformctl (%s)", alias, exc)
+            platform.registry.delete(alias)
+            held.add(alias)
+            continue
+        except BaseException:
+            platform.registry.delete(alias)
+            raise
+        return alias
+
+    raise ServiceError(
+        "registry",
+        f"the aliases {', '.join(sorted(held))} are all taken by objects that"
+        " platformctl did not make",
+        "remove or rename those objects",
+    )
+
+
+def _clear(platform: Platform, alias: str) -> None:
+    """Remove whatever an interrupted earlier run left under alias.
+
+    Such parts carry platformctl's marker but their passwords are unknown, so they
+    are made afresh rather than reused. Raises ConflictError for a part that
+    platformctl did not make.
+    """
+    for part in reversed(platform.provisioners()):
+        if part.remove(alias):
+            log.warning(
+                "removed the %s part an earlier run left for %s", part.service, alias
+            )
 
 
 def _provision(platform: Platform, alias: str) -> AddResult:
     passwords = {part.service: new_password() for part in platform.provisioners()}
-    made: list[Provisioner] = []
     try:
         if platform.postgres is not None:
             platform.postgres.ensure(alias, passwords["postgres"])
-            made.append(platform.postgres)
         if platform.gitea is not None:
             platform.gitea.ensure(alias, passwords["gitea"])
-            made.append(platform.gitea)
         if platform.workspace is not None:
             environment, files = _workspace_settings(platform, alias, passwords)
             platform.workspace.ensure(
                 alias, passwords["workspace"], environment=environment, files=files
             )
-            made.append(platform.workspace)
     except BaseException as exc:
-        _undo(platform, alias, made, exc)
+        _undo(platform, alias, exc)
         raise
 
     return AddResult(
@@ -214,12 +249,14 @@ def _pgpass_field(value: str) -> str:
     return value.replace("\\", "\\\\").replace(":", "\\:")
 
 
-def _undo(
-    platform: Platform, alias: str, made: list[Provisioner], cause: BaseException
-) -> None:
-    """Remove what this run made; forget the learner if that worked."""
+def _undo(platform: Platform, alias: str, cause: BaseException) -> None:
+    """Remove every part of the learner, then forget them if that worked.
+
+    Every service is asked, not only those whose step finished: a step that was
+    interrupted may still have been carried out by the service.
+    """
     log.info("adding learner %s failed; removing what was made", alias)
-    leftovers = _remove_parts(made, alias)
+    leftovers = _remove_parts(platform.provisioners(), alias)
     if leftovers:
         if isinstance(cause, PlatformError):
             cause.hint = (

@@ -5,7 +5,7 @@ It is the only link from a digest to an alias, and it lives in the schema
 """
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Set
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -99,15 +99,18 @@ class Registry:
         return self._one("alias", alias)
 
     @translate_errors("postgres", database.library_errors)
-    def claim(self, email_digest: bytes) -> Learner:
+    def claim(self, email_digest: bytes, skip: Set[str] = frozenset()) -> Learner:
         """Record a new learner in state 'provisioning' under the first free alias.
 
-        Aliases held by another digest are skipped, in the same order every time.
+        Aliases held by another digest, and those in skip, are passed over, in the
+        same order every time.
         """
         import psycopg2
 
         candidates = anonymizer.alias_candidates(email_digest)
         for _, alias in zip(range(MAX_CANDIDATES), candidates, strict=False):
+            if alias in skip:
+                continue
             try:
                 with self.conn.cursor() as cursor:
                     cursor.execute(

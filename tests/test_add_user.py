@@ -1,6 +1,7 @@
 """`platformctl add user` end to end: the real command against real PostgreSQL and
 Docker, and the Gitea stand-in that checks every request against Gitea's spec."""
 
+import itertools
 import json
 import os
 import subprocess
@@ -120,7 +121,9 @@ def test_json_error_for_bots(site):
 
 def test_failure_at_postgres_leaves_nothing(site, pg_cluster, gitea, docker_client):
     roles_before = learner_roles(pg_cluster)
-    broken = with_changes(site, postgres={"connection_limit": -5})
+    # PostgreSQL refuses this only after the role was created, in the same
+    # transaction: the role must go with it.
+    broken = with_changes(site, postgres={"statement_timeout": "9999999999999d"})
 
     result = run_cli(broken, "add", "user", new_email())
 
@@ -272,3 +275,57 @@ def test_the_email_is_stored_nowhere(site, pg_cluster, gitea, docker_client, tmp
     for place, text in places.items():
         assert local not in text.lower(), f"the email shows in the {place}"
     assert "INFO" in result.stderr, "the -vv log was captured"
+
+
+def test_parts_left_without_a_registry_row_are_made_afresh(
+    site, pg_cluster, gitea, docker_client
+):
+    email = new_email()
+    first = json.loads(run_cli(site, "add", "user", email, "--json").stdout)
+    conn = pg_cluster.superuser(site.postgres.platform_database)
+    with conn.cursor() as cursor:
+        cursor.execute("DELETE FROM platformctl.learners")
+    conn.close()
+
+    again = run_cli(site, "add", "user", email, "--json")
+
+    assert again.returncode == 0, again.stderr
+    card = json.loads(again.stdout)
+    assert card["alias"] == first["alias"] and card["created"] is True
+    alias, passwords = card["alias"], card["passwords"]
+    db = site.postgres.learners_database
+    pg_cluster.login(alias, passwords["postgres"], db).close()
+    assert gitea.users[alias]["password"] == passwords["gitea"]
+    assert len(site_containers(docker_client, site)) == 1
+
+
+def test_an_alias_held_outside_platformctl_is_stepped_over(site, pg_cluster):
+    from psycopg2 import sql
+
+    from platformctl import anonymizer
+
+    email = new_email()
+    key = anonymizer.load_secret(site.secret_path)
+    digest = anonymizer.digest(anonymizer.normalize_email(email), key)
+    first_choice, second_choice = itertools.islice(
+        anonymizer.alias_candidates(digest), 2
+    )
+    admin = pg_cluster.superuser()
+    with admin.cursor() as cursor:
+        cursor.execute(sql.SQL("CREATE ROLE {}").format(sql.Identifier(first_choice)))
+
+    result = run_cli(site, "add", "user", email, "--json")
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["alias"] == second_choice
+    assert registry_rows(pg_cluster, site) == [(second_choice, "active")]
+    with admin.cursor() as cursor:
+        cursor.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(first_choice)))
+    admin.close()
+
+
+def test_bad_email_is_refused_even_when_postgres_is_down(site):
+    broken = with_changes(site, postgres={"port": 1})
+    result = run_cli(broken, "add", "user", "not an email")
+    assert result.returncode == 2
+    assert "is not an email address" in result.stderr

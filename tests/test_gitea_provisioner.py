@@ -142,3 +142,13 @@ def test_remove_purges_and_a_missing_account_is_done(gitea):
         responses.GET, f"{API}/users/{ALIAS}", status=404, json={"message": "x"}
     )
     assert gitea.remove(ALIAS) is False
+
+
+@responses.activate
+def test_an_answer_that_is_not_gitea_json_is_one_service_error(gitea):
+    responses.get(f"{API}/user", body="<html>proxy login</html>", status=200)
+    with pytest.raises(ServiceError, match="not JSON"):
+        gitea.check()
+    responses.replace(responses.GET, f"{API}/user", json=["not", "an", "object"])
+    with pytest.raises(ServiceError, match="did not answer an object"):
+        gitea.check()

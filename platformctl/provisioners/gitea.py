@@ -51,7 +51,7 @@ class GiteaProvisioner:
 
     def check(self) -> None:
         """Raise ServiceError unless Gitea answers and the token is an admin's."""
-        user = self._call("GET", "/user", expect=(200,)).json()
+        user = _json_object(self._call("GET", "/user", expect=(200,)))
         if not user.get("is_admin"):
             raise ServiceError(
                 SERVICE,
@@ -65,8 +65,7 @@ class GiteaProvisioner:
         response = self._call("GET", f"/users/{alias}", expect=(200, 404))
         if response.status_code == 404:
             return None
-        user: dict[str, Any] = response.json()
-        return user
+        return _json_object(response)
 
     def exists(self, alias: str) -> bool:
         """Whether an account of that name exists (made by platformctl or not)."""
@@ -144,7 +143,9 @@ class GiteaProvisioner:
                 params={"page": page, "limit": PAGE_SIZE},
                 expect=(200,),
             )
-            users = response.json()
+            users = _json(response)
+            if not isinstance(users, list):
+                raise ServiceError(SERVICE, "GET /admin/users did not answer a list")
             for user in users:
                 if self._is_ours(user):
                     accounts[str(user["login"])] = user
@@ -251,6 +252,29 @@ class GiteaProvisioner:
             SERVICE,
             f"{method} {path} answered {response.status_code}: {_message(response)}",
         )
+
+
+def _json(response: "requests.Response") -> Any:
+    """The JSON body of an answer; ServiceError when it is something else."""
+    try:
+        return response.json()
+    except ValueError:
+        kind = response.headers.get("Content-Type", "no content type")
+        raise ServiceError(
+            SERVICE,
+            f"{response.request.method} {response.url} answered {kind}, not JSON",
+            "check that [gitea] url points at Gitea itself",
+        ) from None
+
+
+def _json_object(response: "requests.Response") -> dict[str, Any]:
+    body = _json(response)
+    if not isinstance(body, dict):
+        raise ServiceError(
+            SERVICE,
+            f"{response.request.method} {response.url} did not answer an object",
+        )
+    return body
 
 
 def _message(response: "requests.Response") -> str:

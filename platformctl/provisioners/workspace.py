@@ -8,6 +8,7 @@ argon2 hash.
 
 import io
 import logging
+import random
 import socket
 import tarfile
 import time
@@ -157,17 +158,13 @@ class WorkspaceProvisioner:
         volume_created = self._ensure_volume(alias)
         try:
             container = self._start(alias, password, environment or {})
-            try:
-                if files:
-                    archive = _archive(files, owner=self.settings.user)
-                    container.put_archive(self.settings.home, archive)
-                self._wait_until_ready(alias, container)
-            except BaseException:
-                container.remove(force=True)
-                raise
+            if files:
+                archive = _archive(files, owner=self.settings.user)
+                container.put_archive(self.settings.home, archive)
+            self._wait_until_ready(alias, container)
         except BaseException:
-            if volume_created:
-                self._remove_volume(alias)
+            # Also after an interrupted create: Docker may have finished it anyway.
+            self._discard(alias, volume_created)
             raise
 
         log.info("workspace: started %s at %s", container.name, self.url(container))
@@ -187,7 +184,9 @@ class WorkspaceProvisioner:
     def inventory(self) -> dict[str, WorkspaceState]:
         """Every workspace container of this site, by alias, in one call."""
         found = {}
-        for container in self._site_objects(self.client.containers.list(all=True)):
+        for container in self._site_objects(
+            self.client.containers.list(all=True, ignore_removed=True)
+        ):
             found[container.labels[LABEL_ALIAS]] = WorkspaceState(
                 status=container.status, url=self.url(container)
             )
@@ -278,6 +277,20 @@ class WorkspaceProvisioner:
             and item.labels.get(LABEL_MANAGED) == "true"
             and LABEL_ALIAS in item.labels
         ]
+
+    def _discard(self, alias: str, with_volume: bool) -> None:
+        """Remove a workspace that did not come up, keeping the error that stopped
+        it as the one reported."""
+        import docker
+
+        try:
+            container = self.find(alias)
+            if container is not None:
+                container.remove(force=True)
+            if with_volume:
+                self._remove_volume(alias)
+        except (docker.errors.DockerException, ServiceError) as exc:
+            log.warning("workspace: could not clean up after %s: %s", alias, exc)
 
     def _ensure_volume(self, alias: str) -> bool:
         import docker
@@ -373,21 +386,26 @@ class WorkspaceProvisioner:
 
         raise ServiceError(
             SERVICE,
-            f"no free host port after {START_ATTEMPTS} tries",
-            "widen the port range",
+            f"{START_ATTEMPTS} free host ports in a row were taken by other starts",
+            "run the command again",
         )
 
     def _free_port(self, exclude: set[int]) -> int:
         taken = set(exclude)
         for container in self.client.containers.list(
-            all=True, filters={"label": f"{LABEL_MANAGED}=true"}
+            all=True, filters={"label": f"{LABEL_MANAGED}=true"}, ignore_removed=True
         ):
             port = _host_port(container.attrs)
             if port is not None:
                 taken.add(port)
 
-        for port in range(self.settings.port_first, self.settings.port_last + 1):
-            if port not in taken and _can_bind(self.settings.bind_address, port):
+        # A random free port, not the lowest: runs that start at the same moment
+        # then rarely reach for the same one.
+        first, last = self.settings.port_first, self.settings.port_last
+        candidates = [port for port in range(first, last + 1) if port not in taken]
+        random.shuffle(candidates)
+        for port in candidates:
+            if _can_bind(self.settings.bind_address, port):
                 return port
         raise ServiceError(
             SERVICE,
