@@ -60,6 +60,7 @@ class WorkspaceSettings:
 
     enabled: bool = True
     name_prefix: str = "platformctl"
+    network: str = "platformctl-learners"
     image: str = "platformctl/workspace-standin:latest"
     memory: str = "2g"
     cpus: float = 1.0
@@ -220,6 +221,12 @@ def check_ranges(config: Config) -> None:
             "name_prefix",
             bool(_DOCKER_NAME.fullmatch(workspace.name_prefix)),
             "letters, digits, '_', '.' and '-'",
+        ),
+        (
+            "workspace",
+            "network",
+            not workspace.network or bool(_DOCKER_NAME.fullmatch(workspace.network)),
+            "a Docker network name, or empty for Docker's default bridge",
         ),
         (
             "workspace",

@@ -68,8 +68,13 @@ def initialize(config: Config, write_config: bool) -> Iterator[str]:
     if config.workspace.enabled:
         from platformctl.provisioners.workspace import WorkspaceProvisioner
 
-        WorkspaceProvisioner(config.workspace).check()
+        workspace = WorkspaceProvisioner(config.workspace)
+        workspace.check()
+        workspace.ensure_network()
         yield f"workspace   Docker answers; image {config.workspace.image} present"
+        if config.workspace.network:
+            network = config.workspace.network
+            yield f"network     {network}, no traffic between learners"
     else:
         yield "workspace   off"
 

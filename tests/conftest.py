@@ -200,6 +200,8 @@ def docker_client() -> Iterator[object]:
         container.remove(force=True)
     for volume in client.volumes.list(filters={"name": PREFIX}):
         volume.remove(force=True)
+    for network in client.networks.list(names=[f"{PREFIX}-learners"]):
+        network.remove()
     client.close()
 
 
@@ -271,6 +273,7 @@ def make_config(
         workspace=WorkspaceSettings(
             enabled=workspace,
             name_prefix=f"{PREFIX}-{site_id}",
+            network=f"{PREFIX}-learners",
             image=image,
             port_first=21000,
             port_last=21999,

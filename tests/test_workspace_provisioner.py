@@ -19,6 +19,7 @@ from platformctl.provisioners.workspace import LABEL_ALIAS, WorkspaceProvisioner
 def workspace(standin_image):
     settings = WorkspaceSettings(
         name_prefix=f"{PREFIX}-ws",
+        network=f"{PREFIX}-learners",
         image=standin_image,
         port_first=22000,
         port_last=22099,
@@ -121,3 +122,39 @@ def test_learners_get_different_ports(workspace, docker_client):
         for a in (first, second)
     }
     assert len(urls) == 2
+
+
+def _address_on(container, network: str) -> str:
+    container.reload()
+    return container.attrs["NetworkSettings"]["Networks"][network]["IPAddress"]
+
+
+def _can_connect(source, address: str) -> bool:
+    probe = source.exec_run(["sh", "-c", f"echo | nc -w 2 {address} 8080"])
+    return probe.exit_code == 0
+
+
+def test_learners_cannot_reach_each_other(workspace, docker_client, standin_image):
+    first, second = (f"net-test-{secrets.token_hex(3)}" for _ in range(2))
+    workspace.ensure(first, new_password())
+    workspace.ensure(second, new_password())
+    source = docker_client.containers.get(workspace.container_name(first))
+    target = docker_client.containers.get(workspace.container_name(second))
+    network = workspace.settings.network
+
+    assert docker_client.networks.get(network).attrs["Options"] == {
+        "com.docker.network.bridge.enable_icc": "false"
+    }
+    assert not _can_connect(source, _address_on(target, network))
+
+    # The same probe does get through where traffic between containers is on,
+    # so the refusal above is the network's doing.
+    open_network = docker_client.networks.create(f"{PREFIX}-open", driver="bridge")
+    try:
+        open_network.connect(source)
+        open_network.connect(target)
+        assert _can_connect(source, _address_on(target, open_network.name))
+    finally:
+        open_network.disconnect(source)
+        open_network.disconnect(target)
+        open_network.remove()

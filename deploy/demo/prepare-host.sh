@@ -306,6 +306,9 @@ hba_block=$(
     # briefly a member of that learner's role, and so of the group below.
     hba_rule host all "$ADMIN_ROLE" 127.0.0.1/32 scram-sha-256
     hba_rule host "$LEARNER_DB" "+$LEARNER_GROUP" "$subnet" scram-sha-256
+    # The learners' own network (platformctl-learners) gets its subnet from
+    # Docker's default pools, which all lie in 172.16.0.0/12.
+    hba_rule host "$LEARNER_DB" "+$LEARNER_GROUP" 172.16.0.0/12 scram-sha-256
     hba_rule host "$LEARNER_DB" "+$LEARNER_GROUP" 127.0.0.1/32 scram-sha-256
     hba_rule host all "+$LEARNER_GROUP" 0.0.0.0/0 reject
     hba_rule host all "+$LEARNER_GROUP" ::/0 reject

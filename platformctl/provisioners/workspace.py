@@ -155,6 +155,7 @@ class WorkspaceProvisioner:
             log.debug("workspace: container for %s exists already", alias)
             return False
 
+        self.ensure_network()
         volume_created = self._ensure_volume(alias)
         try:
             container = self._start(alias, password, environment or {})
@@ -278,6 +279,37 @@ class WorkspaceProvisioner:
             and LABEL_ALIAS in item.labels
         ]
 
+    @translate_errors(SERVICE, _library_errors)
+    def ensure_network(self) -> bool:
+        """Create the learners' network unless it exists.
+
+        Containers on it reach the host (PostgreSQL, Gitea) and the outside, but
+        not one another: inter-container traffic is off.
+        """
+        import docker
+
+        if not self.settings.network:
+            return False
+        try:
+            network = self.client.networks.get(self.settings.network)
+        except docker.errors.NotFound:
+            self.client.networks.create(
+                self.settings.network,
+                driver="bridge",
+                options={"com.docker.network.bridge.enable_icc": "false"},
+                labels={LABEL_MANAGED: "true"},
+            )
+            log.info("workspace: created network %s", self.settings.network)
+            return True
+        options = network.attrs.get("Options") or {}
+        if options.get("com.docker.network.bridge.enable_icc") != "false":
+            raise ConflictError(
+                SERVICE,
+                f"network '{self.settings.network}' lets containers reach each other",
+                "remove it, or name another in [workspace] network",
+            )
+        return False
+
     def _discard(self, alias: str, with_volume: bool) -> None:
         """Remove a workspace that did not come up, keeping the error that stopped
         it as the one reported."""
@@ -365,6 +397,7 @@ class WorkspaceProvisioner:
                 security_opt=["no-new-privileges:true"],
                 cap_drop=["ALL"],
                 extra_hosts={"host.docker.internal": "host-gateway"},
+                network=self.settings.network or None,
             )
             try:
                 container.start()
