@@ -12,6 +12,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -328,6 +329,7 @@ class LearnerStatus:
     created_at: str
     workspace: str | None = None
     workspace_url: str | None = None
+    last_activity: str | None = None
     parts: dict[str, bool] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -338,6 +340,7 @@ class LearnerStatus:
             "created_at": self.created_at,
             "workspace": self.workspace,
             "workspace_url": self.workspace_url,
+            "last_activity": self.last_activity,
             "parts": self.parts,
         }
 
@@ -354,6 +357,7 @@ def list_learners(platform: Platform, only: str | None = None) -> list[LearnerSt
     roles = platform.postgres.inventory() if platform.postgres else None
     accounts = platform.gitea.inventory() if platform.gitea else None
     workspaces = platform.workspace.inventory() if platform.workspace else None
+    activity = platform.workspace.activity() if platform.workspace else {}
 
     statuses = []
     for learner in learners:
@@ -373,6 +377,9 @@ def list_learners(platform: Platform, only: str | None = None) -> list[LearnerSt
             if workspace is not None:
                 status.workspace = "running" if workspace.running else "stopped"
                 status.workspace_url = workspace.url
+            when = activity.get(learner.alias)
+            if when is not None:
+                status.last_activity = when.isoformat(timespec="seconds")
         statuses.append(status)
     return statuses
 
@@ -478,3 +485,40 @@ def remove_learner(
             removed.append("postgres")
         platform.registry.delete(learner.alias)
         return removed
+
+
+def stop_idle(platform: Platform, idle_for: timedelta) -> list[str]:
+    """Stop the workspaces of active learners unused for longer than idle_for.
+
+    Returns the aliases stopped. 'start user' brings one back; data is kept.
+    """
+    if platform.workspace is None:
+        raise InputError("the workspace service is off in the config")
+
+    now = datetime.now(UTC)
+    active = {
+        learner.alias: learner
+        for learner in platform.registry.all()
+        if learner.state == registry.ACTIVE
+    }
+    stopped = []
+    for alias, when in sorted(platform.workspace.activity().items()):
+        if alias in active and when is not None and now - when > idle_for:
+            with platform.registry.lock(active[alias].digest):
+                if platform.workspace.suspend(alias):
+                    log.info("stopped idle workspace %s (last active %s)", alias, when)
+                    stopped.append(alias)
+    return stopped
+
+
+def start_learner(platform: Platform, learner: registry.Learner) -> bool:
+    """Start a stopped workspace again. Returns whether it was stopped."""
+    if platform.workspace is None:
+        raise InputError("the workspace service is off in the config")
+    if learner.state != registry.ACTIVE:
+        raise InputError(
+            f"learner '{learner.alias}' is {learner.state}",
+            "use 'platformctl resume user' to let them in again",
+        )
+    with platform.registry.lock(learner.digest):
+        return platform.workspace.resume(learner.alias)

@@ -4,7 +4,9 @@ Each takes the learner by alias or by email; an email is only turned into its
 digest to find the alias, never kept.
 """
 
+import re
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -73,15 +75,19 @@ def list_users(as_json: bool) -> None:
     header = ["ALIAS", "STATE", "CREATED", *(s.upper() for s in services)]
     has_workspace = "workspace" in statuses[0].parts
     if has_workspace:
-        header.append("WORKSPACE")
+        header += ["WORKSPACE", "LAST ACTIVE"]
     rows = []
     for status in statuses:
-        row = [status.alias, status.state, status.created_at.replace("T", " ")[:16]]
+        row = [status.alias, status.state, _minutes(status.created_at)]
         row += ["yes" if status.parts[s] else "-" for s in services]
         if has_workspace:
-            row.append(status.workspace or "-")
+            row += [status.workspace or "-", _minutes(status.last_activity)]
         rows.append(row)
     click.echo(_table(header, rows))
+
+
+def _minutes(timestamp: str | None) -> str:
+    return timestamp.replace("T", " ")[:16] if timestamp else "-"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -255,3 +261,81 @@ def _confirm_removal(alias: str, yes: bool, keep_data: Path | None) -> None:
         )
     what = "keeping the home folder" if keep_data else "with all their data"
     click.confirm(f"Remove learner {alias}, {what}?", abort=True)
+
+
+@cli.group()
+def stop() -> None:
+    """Stop workspaces."""
+
+
+@cli.group()
+def start() -> None:
+    """Start workspaces."""
+
+
+@stop.command("idle", epilog=EXIT_CODES_HELP)
+@click.option(
+    "--after",
+    required=True,
+    metavar="DURATION",
+    help="Idle time such as 2h, 90m or 1h30m.",
+)
+@json_option
+def stop_idle_command(after: str, as_json: bool) -> None:
+    """Stop the workspaces of active learners unused for longer than DURATION.
+
+    Their data stays; 'platformctl start user' brings one back. For cron, e.g.
+    every ten minutes:  */10 * * * * platformctl stop idle --after 2h
+    """
+    from platformctl.learners import open_platform, stop_idle
+
+    idle_for = parse_duration(after)
+    with open_platform(options().load()) as platform:
+        stopped = stop_idle(platform, idle_for)
+
+    if as_json:
+        print_json({"stopped": stopped})
+    elif stopped:
+        click.echo(f"Stopped {len(stopped)} idle workspace(s): {', '.join(stopped)}.")
+    else:
+        click.echo(f"No workspace has been idle for more than {after}.")
+
+
+@start.command("user", epilog=EXIT_CODES_HELP)
+@click.argument("who", metavar=WHO)
+@json_option
+def start_user(who: str, as_json: bool) -> None:
+    """Start the learner's stopped workspace, e.g. after an idle stop."""
+    from platformctl.learners import (
+        list_learners,
+        open_platform,
+        resolve,
+        start_learner,
+    )
+
+    with open_platform(options().load()) as platform:
+        learner = resolve(platform, who)
+        started = start_learner(platform, learner)
+        [status] = list_learners(platform, only=learner.alias)
+
+    if as_json:
+        print_json({**status.as_dict(), "started": started})
+    elif started:
+        click.echo(f"Started the workspace of {learner.alias}: {status.workspace_url}")
+    else:
+        click.echo(f"The workspace of {learner.alias} was running already.")
+
+
+_DURATION_PART = re.compile(r"(\d+)\s*([smhd])")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """'2h', '90m', '1h30m' or '45s' as a timedelta. Raises InputError."""
+    compact = text.strip().lower()
+    parts = _DURATION_PART.findall(compact)
+    if not parts or "".join(n + u for n, u in parts) != compact.replace(" ", ""):
+        raise InputError(
+            f"'{text}' is not a duration", "write it like 2h, 90m or 1h30m"
+        )
+    return timedelta(seconds=sum(int(n) * _SECONDS[u] for n, u in parts))

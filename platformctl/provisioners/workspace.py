@@ -7,6 +7,7 @@ argon2 hash.
 """
 
 import io
+import json
 import logging
 import random
 import socket
@@ -14,7 +15,9 @@ import tarfile
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from platformctl.config import WorkspaceSettings
@@ -203,6 +206,36 @@ class WorkspaceProvisioner:
             if volume.name.startswith(self.settings.name_prefix + "-")
             and LABEL_ALIAS in (volume.attrs.get("Labels") or {})
         }
+
+    def last_activity(self, container: "Container") -> datetime | None:
+        """When the learner last used the workspace: code-server's heartbeat, or
+        the container's start when there was none since. None when stopped."""
+        if container.status != "running":
+            return None
+        started = _docker_time(container.attrs["State"]["StartedAt"])
+        try:
+            with urllib.request.urlopen(
+                self._health_url(container), timeout=3
+            ) as answer:
+                beat_ms = int(json.load(answer).get("lastHeartbeat") or 0)
+        except (OSError, ValueError):
+            # An unreadable heartbeat never makes a workspace look idle.
+            return datetime.now(UTC)
+        beat = datetime.fromtimestamp(beat_ms / 1000, UTC)
+        return max(beat, started)
+
+    @translate_errors(SERVICE, _library_errors)
+    def activity(self) -> dict[str, datetime | None]:
+        """The last activity of every workspace of this site, asked side by side."""
+        containers = self._site_objects(
+            self.client.containers.list(all=True, ignore_removed=True)
+        )
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            times = pool.map(self.last_activity, containers)
+            return {
+                container.labels[LABEL_ALIAS]: when
+                for container, when in zip(containers, times, strict=True)
+            }
 
     @translate_errors(SERVICE, _library_errors)
     def suspend(self, alias: str) -> bool:
@@ -447,12 +480,14 @@ class WorkspaceProvisioner:
             "widen [workspace] port_first/port_last",
         )
 
-    def _wait_until_ready(self, alias: str, container: "Container") -> None:
-        port = _host_port(container.attrs)
+    def _health_url(self, container: "Container") -> str:
         host = self.settings.bind_address
         if host in ("0.0.0.0", "::", ""):
             host = "127.0.0.1"
-        url = f"http://{host}:{port}/healthz"
+        return f"http://{host}:{_host_port(container.attrs)}/healthz"
+
+    def _wait_until_ready(self, alias: str, container: "Container") -> None:
+        url = self._health_url(container)
         deadline = time.monotonic() + self.settings.ready_timeout
         while time.monotonic() < deadline:
             try:
@@ -479,6 +514,12 @@ class WorkspaceProvisioner:
 
     def _labels(self, alias: str) -> dict[str, str]:
         return {LABEL_MANAGED: "true", LABEL_ALIAS: alias}
+
+
+def _docker_time(text: str) -> datetime:
+    # Docker gives nanoseconds; Python reads at most microseconds.
+    head, _, fraction = text.rstrip("Z").partition(".")
+    return datetime.fromisoformat(f"{head}.{(fraction + '000000')[:6]}+00:00")
 
 
 def _host_port(attrs: dict[str, Any]) -> int | None:
