@@ -76,6 +76,20 @@ class WorkspaceSettings:
 
 
 @dataclass(frozen=True)
+class ProxySettings:
+    """Caddy, reached through its admin API, giving each learner an address."""
+
+    enabled: bool = False
+    admin_url: str = "http://127.0.0.1:2019"
+    layout: str = "subdomain"
+    domain: str = "localhost"
+    port: int = 80
+    tls: bool = False
+    upstream_host: str = "127.0.0.1"
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything read from one config file."""
 
@@ -84,6 +98,7 @@ class Config:
     postgres: PostgresSettings = field(default_factory=PostgresSettings)
     gitea: GiteaSettings = field(default_factory=GiteaSettings)
     workspace: WorkspaceSettings = field(default_factory=WorkspaceSettings)
+    proxy: ProxySettings = field(default_factory=ProxySettings)
 
     @property
     def secret_path(self) -> Path:
@@ -98,6 +113,7 @@ SECTIONS: dict[str, type] = {
     "postgres": PostgresSettings,
     "gitea": GiteaSettings,
     "workspace": WorkspaceSettings,
+    "proxy": ProxySettings,
 }
 
 
@@ -239,6 +255,20 @@ def check_ranges(config: Config) -> None:
             "port_last",
             1 <= workspace.port_first <= workspace.port_last <= 65535,
             "a port from port_first to 65535",
+        ),
+        (
+            "proxy",
+            "layout",
+            config.proxy.layout in ("subdomain", "path"),
+            "'subdomain' or 'path'",
+        ),
+        ("proxy", "port", 1 <= config.proxy.port <= 65535, "a port from 1 to 65535"),
+        ("proxy", "timeout", config.proxy.timeout > 0, "a number of seconds above 0"),
+        (
+            "proxy",
+            "enabled",
+            not config.proxy.enabled or config.workspace.enabled,
+            "false while the workspaces are off",
         ),
         (
             "workspace",

@@ -68,6 +68,7 @@ class Platform:
         self.postgres = None
         self.gitea = None
         self.workspace = None
+        self.proxy = None
 
         if config.postgres.enabled:
             from platformctl.provisioners.postgres import PostgresProvisioner
@@ -81,6 +82,10 @@ class Platform:
             from platformctl.provisioners.workspace import WorkspaceProvisioner
 
             self.workspace = WorkspaceProvisioner(config.workspace)
+        if config.proxy.enabled:
+            from platformctl.provisioners.proxy import ProxyProvisioner
+
+            self.proxy = ProxyProvisioner(config.proxy)
 
     def site_key(self) -> bytes:
         """The site key, checked against the one the registry was made with."""
@@ -92,7 +97,7 @@ class Platform:
 
     def provisioners(self) -> list[Provisioner]:
         """The enabled services, in the order their parts are made."""
-        parts: list[Any] = [self.postgres, self.gitea, self.workspace]
+        parts: list[Any] = [self.postgres, self.gitea, self.workspace, self.proxy]
         return [part for part in parts if part is not None]
 
     def close(self) -> None:
@@ -197,7 +202,11 @@ def _clear(platform: Platform, alias: str) -> None:
 
 
 def _provision(platform: Platform, alias: str) -> AddResult:
-    passwords = {part.service: new_password() for part in platform.provisioners()}
+    passwords = {
+        part.service: new_password()
+        for part in platform.provisioners()
+        if part.service in SERVICES
+    }
     try:
         if platform.postgres is not None:
             platform.postgres.ensure(alias, passwords["postgres"])
@@ -208,6 +217,9 @@ def _provision(platform: Platform, alias: str) -> AddResult:
             platform.workspace.ensure(
                 alias, passwords["workspace"], environment=environment, files=files
             )
+            if platform.proxy is not None:
+                port = platform.workspace.host_port(alias) or 0
+                platform.proxy.ensure(alias, upstream_port=port)
     except BaseException as exc:
         _undo(platform, alias, exc)
         raise
@@ -296,6 +308,8 @@ def _existing(platform: Platform, alias: str, state: str) -> AddResult:
 def _workspace_url(platform: Platform, alias: str) -> str | None:
     if platform.workspace is None:
         return None
+    if platform.proxy is not None:
+        return platform.proxy.url(alias)
     try:
         container = platform.workspace.find(alias)
     except ServiceError:
@@ -358,6 +372,7 @@ def list_learners(platform: Platform, only: str | None = None) -> list[LearnerSt
     accounts = platform.gitea.inventory() if platform.gitea else None
     workspaces = platform.workspace.inventory() if platform.workspace else None
     activity = platform.workspace.activity() if platform.workspace else {}
+    routes = platform.proxy.inventory() if platform.proxy else None
 
     statuses = []
     for learner in learners:
@@ -377,6 +392,10 @@ def list_learners(platform: Platform, only: str | None = None) -> list[LearnerSt
             if workspace is not None:
                 status.workspace = "running" if workspace.running else "stopped"
                 status.workspace_url = workspace.url
+            if routes is not None:
+                status.parts["proxy"] = learner.alias in routes
+                assert platform.proxy is not None
+                status.workspace_url = platform.proxy.url(learner.alias)
             when = activity.get(learner.alias)
             if when is not None:
                 status.last_activity = when.isoformat(timespec="seconds")
@@ -475,6 +494,8 @@ def remove_learner(
                 keep_data.mkdir(parents=True, exist_ok=True, mode=0o700)
                 target = keep_data / f"{learner.alias}.sql"
                 platform.postgres.dump_schema(learner.alias, target)
+        if platform.proxy is not None and platform.proxy.remove(learner.alias):
+            removed.append("proxy")
         if platform.workspace is not None and platform.workspace.remove(
             learner.alias, keep_volume=keep_data is not None
         ):

@@ -78,6 +78,17 @@ def initialize(config: Config, write_config: bool) -> Iterator[str]:
     else:
         yield "workspace   off"
 
+    if config.proxy.enabled:
+        from platformctl.provisioners.proxy import ProxyProvisioner
+
+        proxy = ProxyProvisioner(config.proxy)
+        proxy.check()
+        made = proxy.prepare()
+        state = "created" if made else "present"
+        yield f"proxy       Caddy answers; server platformctl {state}"
+    else:
+        yield "proxy       off"
+
 
 def _site_key_step(config: Config, registry: Registry) -> str:
     """Create the site key, unless the registry already belongs to another one."""

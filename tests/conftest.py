@@ -215,6 +215,62 @@ def standin_image(docker_client: object) -> str:
     return STANDIN_IMAGE
 
 
+@dataclass
+class Caddy:
+    """A Caddy of the tests' own: its admin API and the port it serves on."""
+
+    admin_url: str
+    port: int
+
+
+@pytest.fixture(scope="session")
+def caddy() -> Iterator[Caddy]:
+    import json
+    import time
+    import urllib.request
+
+    if shutil.which("caddy") is None:
+        pytest.exit("caddy is not installed; run .ci/run or apt-get install caddy")
+    admin_port, port = _free_port(), _free_port()
+    folder = Path(tempfile.mkdtemp(prefix="platformctl-caddy-"))
+    initial = folder / "caddy.json"
+    initial.write_text(
+        json.dumps(
+            {
+                "admin": {
+                    "listen": f"127.0.0.1:{admin_port}",
+                    "config": {"persist": False},
+                }
+            }
+        )
+    )
+    log_file = (folder / "caddy.log").open("w")
+    process = subprocess.Popen(
+        ["caddy", "run", "--config", str(initial)],
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        env={
+            **os.environ,
+            "XDG_DATA_HOME": str(folder),
+            "XDG_CONFIG_HOME": str(folder),
+        },
+    )
+    admin_url = f"http://127.0.0.1:{admin_port}"
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(admin_url + "/config/", timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+
+    yield Caddy(admin_url, port)
+
+    process.terminate()
+    process.wait(timeout=10)
+    log_file.close()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def broken_image(docker_client: object, standin_image: str) -> str:
     """An image whose workspace dies at once, saying why."""

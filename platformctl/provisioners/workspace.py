@@ -133,6 +133,11 @@ class WorkspaceProvisioner:
         """Whether the learner's container exists."""
         return self.find(alias) is not None
 
+    def host_port(self, alias: str) -> int | None:
+        """The host port the learner's workspace listens on, if it exists."""
+        container = self.find(alias)
+        return _host_port(container.attrs) if container is not None else None
+
     def url(self, container: "Container") -> str | None:
         """The address at which the learner opens the workspace."""
         port = _host_port(container.attrs)
