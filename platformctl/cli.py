@@ -7,6 +7,7 @@ Only this module prints, configures logging and turns errors into exit codes
 
 import json
 import logging
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -16,6 +17,7 @@ import click
 
 from platformctl import __version__
 from platformctl.errors import (
+    EXIT_INTERRUPTED,
     EXIT_SERVICE,
     EXIT_USAGE,
     ConfigError,
@@ -125,15 +127,20 @@ def add() -> None:
 
 @add.command("user", epilog=EXIT_CODES_HELP)
 @click.argument("email")
+@click.option(
+    "--qr", is_flag=True, help="Also print the workspace address as a QR code."
+)
 @json_option
-def add_user(email: str, as_json: bool) -> None:
+def add_user(email: str, qr: bool, as_json: bool) -> None:
     """Provision the learner with EMAIL on every enabled service.
 
     Prints the learner's alias, workspace address and first passwords, shown
     this once. Running it again for the same learner changes nothing.
     """
+    from platformctl.anonymizer import normalize_email
     from platformctl.learners import add_learner, open_platform
 
+    normalize_email(email)  # a bad email is refused before any service is asked
     config = _options.load()
     with open_platform(config) as platform:
         result = add_learner(platform, email)
@@ -149,6 +156,19 @@ def add_user(email: str, as_json: bool) -> None:
             click.echo(f"  Workspace   {result.workspace_url}")
         return
     click.echo(_card(result.as_dict()))
+    if qr and result.workspace_url:
+        click.echo(qr_code(result.workspace_url))
+
+
+def qr_code(text: str) -> str:
+    """text as a QR code drawn with block characters, for a phone to scan."""
+    import io
+
+    import segno
+
+    drawing = io.StringIO()
+    segno.make(text, error="m").terminal(out=drawing, compact=True)
+    return drawing.getvalue()
 
 
 def _card(result: dict[str, Any]) -> str:
@@ -215,7 +235,7 @@ def _changed_by(given: dict[str, Any]) -> bool:
 def _config_for_init(given: dict[str, Any]) -> "Config":
     from dataclasses import replace
 
-    from platformctl.config import Config, load
+    from platformctl.config import Config, check_ranges, load
 
     path = _options.config_path
     config = load(path) if path.exists() else Config(path)
@@ -252,6 +272,7 @@ def _config_for_init(given: dict[str, Any]) -> "Config":
         workspace=changed(config.workspace, workspace),
         gitea=changed(config.gitea, gitea),
     )
+    check_ranges(config)
     if config.gitea.enabled and not (config.gitea.url and config.gitea.token_file):
         raise ConfigError(
             "Gitea is on but its URL or token file is not set",
@@ -265,21 +286,28 @@ def _absolute(path: str | None) -> str | None:
 
 
 # The command modules add their commands to the groups above.
-from platformctl.commands import lifecycle  # noqa: E402, F401
+from platformctl.commands import batch, doctor, lifecycle  # noqa: E402, F401
 
 
 def main() -> None:
     """The entry point: run the command tree and turn errors into exit codes."""
+    # A service manager or a closed terminal stops us like Ctrl-C does, so that
+    # a learner half-way through is rolled back all the same.
+    for stop_signal in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(stop_signal) is not signal.SIG_IGN:  # nohup stays
+            signal.signal(stop_signal, _interrupt)
     try:
         status = cli.main(prog_name="platformctl", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("platformctl: aborted", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except KeyboardInterrupt:
         click.echo("platformctl: interrupted", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except click.ClickException as exc:
         exc.show()
+        if _options.json or "--json" in sys.argv[1:]:
+            print_json({"error": exc.format_message(), "exit_code": exc.exit_code})
         sys.exit(exc.exit_code)
     except PlatformError as exc:
         _fail(str(exc), exc.exit_code, exc)
@@ -291,6 +319,10 @@ def main() -> None:
             exc,
         )
     sys.exit(status if isinstance(status, int) else 0)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _fail(message: str, code: int, exc: BaseException) -> None:

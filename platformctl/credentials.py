@@ -16,6 +16,8 @@ def new_password(groups: int = 4, group_length: int = 4) -> str:
 
 def argon2_hash(password: str) -> str:
     """The argon2id hash that code-server takes in HASHED_PASSWORD."""
-    from passlib.hash import argon2
+    # The handler's own module: passlib.hash loads it lazily, which two threads
+    # hashing for the first time at once can trip over.
+    from passlib.handlers.argon2 import argon2
 
     return str(argon2.using(type="ID").hash(password))

@@ -8,6 +8,7 @@ Exit codes:
     1  a service failed or refused (PostgreSQL, Gitea, Docker)
     2  bad input or usage: an email that is not one, a broken config file
     3  not found: no such learner
+  130  stopped by Ctrl-C (or SIGTERM, or a hang-up); what was under way was undone
 """
 
 import functools
@@ -18,6 +19,7 @@ EXIT_OK = 0
 EXIT_SERVICE = 1
 EXIT_USAGE = 2
 EXIT_NOT_FOUND = 3
+EXIT_INTERRUPTED = 130
 
 
 class PlatformError(Exception):

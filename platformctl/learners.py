@@ -102,8 +102,8 @@ class Platform:
 
     def close(self) -> None:
         self.conn.close()
-        if self.postgres is not None:
-            self.postgres.close()
+        for part in self.provisioners():
+            part.close()
 
 
 def check_site_key(registry_: registry.Registry, key: bytes, path: Path) -> None:
@@ -213,7 +213,7 @@ def _provision(platform: Platform, alias: str) -> AddResult:
         if platform.gitea is not None:
             platform.gitea.ensure(alias, passwords["gitea"])
         if platform.workspace is not None:
-            environment, files = _workspace_settings(platform, alias, passwords)
+            environment, files = workspace_settings(platform, alias, passwords)
             platform.workspace.ensure(
                 alias, passwords["workspace"], environment=environment, files=files
             )
@@ -237,7 +237,7 @@ def _provision(platform: Platform, alias: str) -> AddResult:
     )
 
 
-def _workspace_settings(
+def workspace_settings(
     platform: Platform, alias: str, passwords: dict[str, str]
 ) -> tuple[dict[str, str], dict[str, str]]:
     """Environment and home files that let psql in the workspace log in alone."""
@@ -406,16 +406,18 @@ def list_learners(platform: Platform, only: str | None = None) -> list[LearnerSt
 def suspend_learner(platform: Platform, learner: registry.Learner) -> list[str]:
     """Lock the learner out of every service, keeping their data.
 
-    Returns the services where something changed.
+    Returns the services where something changed. A part that is missing is
+    skipped with a warning ('platformctl doctor --fix' makes it again).
     """
     with platform.registry.lock(learner.digest):
-        changed = []
-        if platform.workspace is not None and platform.workspace.suspend(learner.alias):
-            changed.append("workspace")
-        if platform.gitea is not None and platform.gitea.suspend(learner.alias):
-            changed.append("gitea")
-        if platform.postgres is not None and platform.postgres.suspend(learner.alias):
-            changed.append("postgres")
+        changed = _each_part(
+            learner.alias,
+            [
+                ("workspace", platform.workspace and platform.workspace.suspend),
+                ("gitea", platform.gitea and platform.gitea.suspend),
+                ("postgres", platform.postgres and platform.postgres.suspend),
+            ],
+        )
         if learner.state != registry.SUSPENDED:
             platform.registry.set_state(learner.alias, registry.SUSPENDED)
             changed.append("registry")
@@ -425,17 +427,31 @@ def suspend_learner(platform: Platform, learner: registry.Learner) -> list[str]:
 def resume_learner(platform: Platform, learner: registry.Learner) -> list[str]:
     """Let a suspended learner in again. Returns the services that changed."""
     with platform.registry.lock(learner.digest):
-        changed = []
-        if platform.postgres is not None and platform.postgres.resume(learner.alias):
-            changed.append("postgres")
-        if platform.gitea is not None and platform.gitea.resume(learner.alias):
-            changed.append("gitea")
-        if platform.workspace is not None and platform.workspace.resume(learner.alias):
-            changed.append("workspace")
+        changed = _each_part(
+            learner.alias,
+            [
+                ("postgres", platform.postgres and platform.postgres.resume),
+                ("gitea", platform.gitea and platform.gitea.resume),
+                ("workspace", platform.workspace and platform.workspace.resume),
+            ],
+        )
         if learner.state != registry.ACTIVE:
             platform.registry.set_state(learner.alias, registry.ACTIVE)
             changed.append("registry")
         return changed
+
+
+def _each_part(alias: str, steps: list[tuple[str, Any]]) -> list[str]:
+    changed = []
+    for service, step in steps:
+        if not step:
+            continue
+        try:
+            if step(alias):
+                changed.append(service)
+        except NotFoundError as exc:
+            log.warning("%s; run 'platformctl doctor --fix'", exc)
+    return changed
 
 
 SERVICES = ("workspace", "gitea", "postgres")
@@ -464,14 +480,14 @@ def reset_passwords(
         if "postgres" in passwords and platform.postgres is not None:
             platform.postgres.set_password(learner.alias, passwords["postgres"])
             if platform.workspace is not None and "workspace" not in passwords:
-                _, files = _workspace_settings(platform, learner.alias, passwords)
+                _, files = workspace_settings(platform, learner.alias, passwords)
                 platform.workspace.write_files(learner.alias, files)
         if "gitea" in passwords and platform.gitea is not None:
             platform.gitea.set_password(learner.alias, passwords["gitea"])
         if "workspace" in passwords and platform.workspace is not None:
             files = {}
             if "postgres" in passwords:
-                _, files = _workspace_settings(platform, learner.alias, passwords)
+                _, files = workspace_settings(platform, learner.alias, passwords)
             platform.workspace.set_password(
                 learner.alias, passwords["workspace"], files=files
             )

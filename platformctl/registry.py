@@ -161,16 +161,21 @@ class Registry:
     def lock(self, email_digest: bytes) -> Iterator[None]:
         """Hold a lock on one learner, so two runs never work on them at once."""
         key = int.from_bytes(email_digest[:8], "big", signed=True)
-        with self.conn.cursor() as cursor:
-            cursor.execute("SELECT pg_catalog.pg_advisory_lock(%s)", (key,))
+        self._advisory("pg_advisory_lock", key)
         try:
             yield
         finally:
             if not self.conn.closed:
-                with self.conn.cursor() as cursor:
-                    cursor.execute("SELECT pg_catalog.pg_advisory_unlock(%s)", (key,))
+                self._advisory("pg_advisory_unlock", key)
 
     @translate_errors("postgres", database.library_errors)
+    def _advisory(self, function: str, key: int) -> None:
+        from psycopg2 import sql
+
+        call = sql.SQL("SELECT pg_catalog.{}(%s)").format(sql.Identifier(function))
+        with self.conn.cursor() as cursor:
+            cursor.execute(call, (key,))
+
     @translate_errors("postgres", database.library_errors)
     def all(self) -> list[Learner]:
         """Every learner, oldest first."""

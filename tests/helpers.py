@@ -63,7 +63,10 @@ def learner_schemas(cluster, config: Config) -> set[str]:
 
 def site_containers(client, config: Config) -> list:
     prefix = config.workspace.name_prefix + "-"
-    return [c for c in client.containers.list(all=True) if c.name.startswith(prefix)]
+    found = client.containers.list(
+        all=True, ignore_removed=True, filters={"name": prefix}
+    )
+    return [c for c in found if c.name.startswith(prefix)]
 
 
 def site_volumes(client, config: Config) -> list:

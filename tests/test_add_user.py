@@ -23,6 +23,8 @@ from helpers import (
     site_containers,
 )
 
+from platformctl import cli
+
 
 def test_add_user_gives_every_part_and_a_card(site, pg_cluster, gitea, docker_client):
     result = run_cli(site, "add", "user", new_email())
@@ -329,3 +331,17 @@ def test_bad_email_is_refused_even_when_postgres_is_down(site):
     result = run_cli(broken, "add", "user", "not an email")
     assert result.returncode == 2
     assert "is not an email address" in result.stderr
+
+
+def test_qr_code_of_the_workspace_address(site):
+    import segno
+
+    result = run_cli(site, "add", "user", new_email(), "--qr")
+
+    assert result.returncode == 0, result.stderr
+    url = next(
+        line.split()[1] for line in result.stdout.splitlines() if "Workspace" in line
+    )
+    expected = cli.qr_code(url)
+    assert expected.strip() and expected in result.stdout
+    assert segno.make(url, error="m").designator  # the same library drew it

@@ -44,13 +44,14 @@ def test_list_users_shows_each_learner_and_part(site):
     assert table.returncode == 0 and listed.returncode == 0
     lines = table.stdout.splitlines()
     assert lines[0].split() == [
-        "ALIAS", "STATE", "CREATED", "POSTGRES", "GITEA", "WORKSPACE"
+        "ALIAS", "STATE", "CREATED", "POSTGRES", "GITEA", "WORKSPACE", "LAST", "ACTIVE"
     ]  # fmt: skip
     rows = {line.split()[0]: line.split() for line in lines[1:]}
     rows_json = {row["alias"]: row for row in json.loads(listed.stdout)}
     for card in cards:
+        # alias, state, created (date and time), postgres, gitea, workspace, ...
         assert rows[card["alias"]][1] == "active"
-        assert rows[card["alias"]][-3:] == ["yes", "yes", "running"]
+        assert rows[card["alias"]][4:7] == ["yes", "yes", "running"]
         assert rows_json[card["alias"]]["workspace_url"] == card["workspace_url"]
         assert rows_json[card["alias"]]["parts"] == {
             "postgres": True,

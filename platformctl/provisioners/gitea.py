@@ -49,6 +49,12 @@ class GiteaProvisioner:
         """The made-up address that the learner's account carries."""
         return f"{alias}@{self.noreply_domain}"
 
+    def close(self) -> None:
+        """Let go of the connection to the service."""
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
     def check(self) -> None:
         """Raise ServiceError unless Gitea answers and the token is an admin's."""
         user = _json_object(self._call("GET", "/user", expect=(200,)))

@@ -52,6 +52,12 @@ class ProxyProvisioner:
             return f"{scheme}://{alias}.{self.settings.domain}{port}/"
         return f"{scheme}://{self.settings.domain}{port}/{alias}/"
 
+    def close(self) -> None:
+        """Let go of the connection to the service."""
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
     def check(self) -> None:
         """Raise ServiceError unless Caddy's admin API answers."""
         self._call("GET", "/config/", expect=(200,))

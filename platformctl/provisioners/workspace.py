@@ -88,6 +88,12 @@ class WorkspaceProvisioner:
         return self._client
 
     @translate_errors(SERVICE, _library_errors)
+    def close(self) -> None:
+        """Let go of the connection to the service."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
     def container_name(self, alias: str) -> str:
         """The Docker name of the learner's workspace container."""
         return f"{self.settings.name_prefix}-{alias}"
@@ -194,7 +200,11 @@ class WorkspaceProvisioner:
         """Every workspace container of this site, by alias, in one call."""
         found = {}
         for container in self._site_objects(
-            self.client.containers.list(all=True, ignore_removed=True)
+            self.client.containers.list(
+                all=True,
+                filters={"label": f"{LABEL_MANAGED}=true"},
+                ignore_removed=True,
+            )
         ):
             found[container.labels[LABEL_ALIAS]] = WorkspaceState(
                 status=container.status, url=self.url(container)
@@ -233,7 +243,11 @@ class WorkspaceProvisioner:
     def activity(self) -> dict[str, datetime | None]:
         """The last activity of every workspace of this site, asked side by side."""
         containers = self._site_objects(
-            self.client.containers.list(all=True, ignore_removed=True)
+            self.client.containers.list(
+                all=True,
+                filters={"label": f"{LABEL_MANAGED}=true"},
+                ignore_removed=True,
+            )
         )
         with ThreadPoolExecutor(max_workers=16) as pool:
             times = pool.map(self.last_activity, containers)
