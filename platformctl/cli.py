@@ -215,6 +215,15 @@ def _card(result: dict[str, Any]) -> str:
 )
 @click.option("--no-gitea", is_flag=True, help="Turn Gitea off.")
 @click.option("--no-workspace", is_flag=True, help="Turn the workspaces off.")
+@click.option("--proxy-admin-url", help="Caddy's admin API; turns the proxy on.")
+@click.option(
+    "--proxy-layout",
+    type=click.Choice(["subdomain", "path"]),
+    help="ALIAS.DOMAIN, or DOMAIN/ALIAS/.",
+)
+@click.option("--proxy-domain", help="Host name of the learners' addresses.")
+@click.option("--proxy-port", type=int, help="Port Caddy serves learners on.")
+@click.option("--no-proxy", is_flag=True, help="Turn the proxy off.")
 def init(**given: Any) -> None:
     """Write the config, create the site key and the databases, check services.
 
@@ -262,6 +271,16 @@ def _config_for_init(given: dict[str, Any]) -> "Config":
         gitea["enabled"] = False
     if given["no_workspace"]:
         workspace["enabled"] = False
+    proxy: dict[str, Any] = {
+        "admin_url": given["proxy_admin_url"],
+        "layout": given["proxy_layout"],
+        "domain": given["proxy_domain"],
+        "port": given["proxy_port"],
+    }
+    if given["proxy_admin_url"]:
+        proxy["enabled"] = True
+    if given["no_proxy"]:
+        proxy["enabled"] = False
 
     def changed(section: Any, values: dict[str, Any]) -> Any:
         return replace(section, **{k: v for k, v in values.items() if v is not None})
@@ -271,6 +290,7 @@ def _config_for_init(given: dict[str, Any]) -> "Config":
         postgres=changed(config.postgres, postgres),
         workspace=changed(config.workspace, workspace),
         gitea=changed(config.gitea, gitea),
+        proxy=changed(config.proxy, proxy),
     )
     check_ranges(config)
     if config.gitea.enabled and not (config.gitea.url and config.gitea.token_file):
