@@ -8,6 +8,7 @@ that clean-up itself fail (a service went away), the row stays 'provisioning':
 running the same command again removes what is left and starts afresh.
 """
 
+import dataclasses
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,15 +47,7 @@ class AddResult:
 
     def as_dict(self) -> dict[str, Any]:
         """The result as plain data, for --json."""
-        return {
-            "alias": self.alias,
-            "created": self.created,
-            "state": self.state,
-            "workspace_url": self.workspace_url,
-            "gitea_url": self.gitea_url,
-            "postgres_database": self.postgres_database,
-            "passwords": self.passwords,
-        }
+        return dataclasses.asdict(self)
 
 
 class Platform:
@@ -348,15 +341,7 @@ class LearnerStatus:
 
     def as_dict(self) -> dict[str, Any]:
         """The status as plain data, for --json."""
-        return {
-            "alias": self.alias,
-            "state": self.state,
-            "created_at": self.created_at,
-            "workspace": self.workspace,
-            "workspace_url": self.workspace_url,
-            "last_activity": self.last_activity,
-            "parts": self.parts,
-        }
+        return dataclasses.asdict(self)
 
 
 def list_learners(platform: Platform, only: str | None = None) -> list[LearnerStatus]:
