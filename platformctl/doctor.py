@@ -49,7 +49,7 @@ DELETE = "delete"
 
 # Repairs run in the order `add user` makes parts: a role made again must have
 # its new password before the workspace that keeps it in ~/.pgpass is made.
-SERVICE_ORDER = ("postgres", "gitea", "workspace")
+SERVICE_ORDER = ("postgres", "gitea", "workspace", "proxy")
 REMEDY_ORDER = (RECREATE, CREATE_SCHEMA, SUSPEND, RESUME)
 
 # Container states in which a workspace counts as running.
@@ -93,6 +93,7 @@ class Inventory:
     accounts: dict[str, dict[str, Any]] | None = None
     containers: "dict[str, WorkspaceState] | None" = None
     volumes: set[str] | None = None
+    routes: set[str] | None = None
 
 
 @dataclass
@@ -167,6 +168,8 @@ def _take_inventory(platform: Platform, findings: list[Finding]) -> Inventory:
         )
         if both is not None:
             inventory.containers, inventory.volumes = both
+    if platform.proxy is not None:
+        inventory.routes = _ask(platform.proxy, findings, platform.proxy.inventory)
     return inventory
 
 
@@ -226,6 +229,9 @@ def _orphans(inventory: Inventory, registered: set[str]) -> list[Finding]:
             if alias in inventory.volumes:
                 parts.append("home volume")
             findings.append(_orphan(alias, "workspace", " and ".join(parts)))
+    if inventory.routes is not None:
+        for alias in sorted(inventory.routes - registered):
+            findings.append(_orphan(alias, "proxy", "route"))
     return findings
 
 
@@ -288,6 +294,9 @@ def _compare(inventory: Inventory, learner: registry.Learner) -> list[Finding]:
                     action=f"'platformctl resume user {alias}' starts it",
                 )
             )
+
+    if inventory.routes is not None and alias not in inventory.routes:
+        gap("proxy", "route missing")
     return findings
 
 
@@ -377,6 +386,8 @@ class _Mender:
                 return self.recreate_role()
             if finding.service == "gitea":
                 return self.recreate_account()
+            if finding.service == "proxy":
+                return self.recreate_route()
             return self.recreate_workspace()
         if finding.remedy == CREATE_SCHEMA:
             return self.create_schema()
@@ -455,12 +466,25 @@ class _Mender:
             return "fixed: the workspace is back; its password did not change"
         self.passwords["workspace"] = password
         action = "fixed: made the workspace again with a new password"
+        if self.platform.proxy is not None:
+            # The new container may listen on another host port.
+            port = workspace.host_port(self.alias) or 0
+            self.platform.proxy.ensure(self.alias, upstream_port=port)
         if reset_postgres:
             action += "; new PostgreSQL password in ~/.pgpass"
         if self.suspended:
             workspace.suspend(self.alias)
             action += "; stopped, as the learner is suspended"
         return action
+
+    def recreate_route(self) -> str:
+        proxy = self._provisioner("proxy")
+        workspace = self._provisioner("workspace")
+        port = workspace.host_port(self.alias)
+        if port is None:
+            raise ServiceError("proxy", "the workspace is missing; fix it first")
+        proxy.ensure(self.alias, upstream_port=port)
+        return f"fixed: routed {proxy.url(self.alias)} again"
 
     def suspend(self, service: str) -> str:
         changed = self._provisioner(service).suspend(self.alias)

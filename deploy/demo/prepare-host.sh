@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes a Debian 12 machine ready for the platformctl demo: Docker running, and
 # PostgreSQL 15 reachable from containers on the default Docker bridge, with an admin
-# role for platformctl. Safe to run again: a second run changes nothing.
+# role for platformctl. Also installs Caddy, which start-caddy.sh then runs. Safe to
+# run again: a second run changes nothing.
 #
 # Usage (as root): deploy/demo/prepare-host.sh STATE_DIR
 #   e.g. deploy/demo/prepare-host.sh /var/lib/platformctl-demo
@@ -17,7 +18,7 @@ readonly PG_VERSION=15 PG_CLUSTER=main
 readonly ADMIN_ROLE=platformctl_admin
 readonly LEARNER_GROUP=platformctl_learners
 readonly LEARNER_DB=learners
-readonly PACKAGES=(postgresql docker.io busybox-static python3 iproute2)
+readonly PACKAGES=(postgresql docker.io busybox-static python3 iproute2 caddy curl)
 readonly HBA_BEGIN="# platformctl demo"
 readonly HBA_END="# platformctl demo end"
 # Debian's interpreter from the python3 package, whatever else is on PATH; -I keeps
