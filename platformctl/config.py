@@ -52,6 +52,8 @@ class GiteaSettings:
     token_file: str = ""
     timeout: float = 10.0
     verify_tls: bool = True
+    workspace_url: str = ""
+    must_change_password: bool = True
 
 
 @dataclass(frozen=True)

@@ -433,10 +433,20 @@ class _Mender:
         if not gitea.ensure(self.alias, password):
             return "fixed: the account is back; its password did not change"
         self.passwords["gitea"] = password
+        action = "fixed: made the account again with a new password"
+        workspace = self.platform.workspace
+        running = workspace is not None and "workspace" not in self.recreating
+        if workspace is not None and running and not self.suspended:
+            # The old git token went with the old account.
+            token = gitea.create_git_token(self.alias, password)
+            workspace.write_files(self.alias, gitea.git_files(self.alias, token))
+            action += " and a new git token in the workspace"
+        if self.platform.config.gitea.must_change_password:
+            gitea.require_password_change(self.alias)
         if self.suspended:
             gitea.suspend(self.alias)
-            return "fixed: made the account again with a new password, locked"
-        return "fixed: made the account again with a new password"
+            action += ", locked"
+        return action
 
     def recreate_workspace(self) -> str:
         workspace = self.platform.workspace

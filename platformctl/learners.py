@@ -203,10 +203,18 @@ def _provision(platform: Platform, alias: str) -> AddResult:
     try:
         if platform.postgres is not None:
             platform.postgres.ensure(alias, passwords["postgres"])
+        git_files: dict[str, str] = {}
         if platform.gitea is not None:
-            platform.gitea.ensure(alias, passwords["gitea"])
+            gitea = platform.gitea
+            gitea.ensure(alias, passwords["gitea"])
+            if platform.workspace is not None:
+                token = gitea.create_git_token(alias, passwords["gitea"])
+                git_files = gitea.git_files(alias, token)
+            if platform.config.gitea.must_change_password:
+                gitea.require_password_change(alias)
         if platform.workspace is not None:
             environment, files = workspace_settings(platform, alias, passwords)
+            files.update(git_files)
             platform.workspace.ensure(
                 alias, passwords["workspace"], environment=environment, files=files
             )

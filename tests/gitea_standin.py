@@ -14,6 +14,7 @@ models/user, models/db, modules/validation and the binding library it uses).
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 import json
@@ -125,6 +126,7 @@ class StoredUser(TypedDict):
     description: str
     created: str
     repos: list[str]
+    tokens: dict[str, list[str]]
 
 
 @dataclass
@@ -465,6 +467,8 @@ class GiteaStandin:
         self.requests: list[tuple[str, str, dict[str, str], Any]] = []
         self.unimplemented: list[str] = []
         self._tokens: dict[str, str] = {}
+        self._token_scopes: dict[str, list[str]] = {}
+        self._basic_auth = False
         self._injections: list[_Injection] = []
         self._next_id = 1
         self._lock = threading.RLock()
@@ -526,6 +530,14 @@ class GiteaStandin:
                 user["must_change_password"] = False
             user["is_admin"] = is_admin
             self._tokens[token] = username.lower()
+
+    def token_owner(self, token: str) -> tuple[str, list[str]] | None:
+        """Whose token this is, and its scopes; None for an unknown token."""
+        with self._lock:
+            owner = self._tokens.get(token)
+            if owner is None:
+                return None
+            return owner, list(self._token_scopes.get(token, []))
 
     def add_repo(self, username: str, repo_name: str) -> None:
         """Make a user own a repository (which blocks deleting them without purge)."""
@@ -647,8 +659,11 @@ class GiteaStandin:
         """Find the request's user as Gitea's token auth and sudo do."""
         credential = headers.get("Authorization")
         token = query.get("token") or query.get("access_token")
+        self._basic_auth = False
         if credential:
             scheme, _, value = credential.partition(" ")
+            if scheme.lower() == "basic":
+                return self._authenticate_basic(value.strip())
             token = value.strip() if scheme.lower() in ("token", "bearer") else None
             if token is None:
                 return None, self._error(401, "invalid username, password or token")
@@ -681,6 +696,30 @@ class GiteaStandin:
                 return None, self._error(404, "not found")
             doer = self.users[sudo.lower()]
         return doer, None
+
+    def _authenticate_basic(
+        self, encoded: str
+    ) -> tuple[StoredUser | None, Reply | None]:
+        """A user name and password, as Gitea checks them for basic auth."""
+        try:
+            name, _, password = base64.b64decode(encoded).decode().partition(":")
+        except ValueError:
+            return None, self._error(401, "invalid username, password or token")
+        user = self.users.get(name.lower())
+        if user is None or not user["password"] or user["password"] != password:
+            return None, self._error(401, "invalid username, password or token")
+        if user["prohibit_login"] or not user["active"]:
+            message = (
+                "This account is prohibited from signing in, "
+                "please contact your site administrator."
+            )
+            return None, Reply(403, {"message": message})
+        if user["must_change_password"]:
+            link = f"{self.url}//user/change_password"
+            message = f"You must change your password. Change it at: {link}"
+            return None, Reply(403, {"message": message})
+        self._basic_auth = True
+        return user, None
 
     def _reject(
         self, method: str, path: str, status: int, problems: list[str]
@@ -728,6 +767,7 @@ class GiteaStandin:
             description="",
             created=options.get("created_at") or _now(),
             repos=[],
+            tokens={},
         )
         self._next_id += 1
         self.users[username.lower()] = user
@@ -975,6 +1015,38 @@ class GiteaStandin:
         return Reply(204)
 
 
+def _create_token(
+    self: GiteaStandin,
+    doer: StoredUser | None,
+    params: dict[str, str],
+    body: Any,
+) -> Reply:
+    """POST /users/{username}/tokens: only with the user's own basic auth."""
+    if doer is None or not self._basic_auth:
+        return self._error(401, "auth required")
+    if doer["username"].lower() != params["username"].lower():
+        return self._error(403, "access denied")
+    name = body["name"]
+    if name in doer["tokens"]:
+        return self._error(400, "access token name has been used already")
+    secret = hashlib.sha1(f"{doer['id']}:{name}:{len(self._tokens)}".encode())
+    sha1 = secret.hexdigest()
+    scopes = list(body.get("scopes") or [])
+    doer["tokens"][name] = scopes
+    self._tokens[sha1] = doer["username"].lower()
+    self._token_scopes[sha1] = scopes
+    return Reply(
+        201,
+        {
+            "id": len(self._tokens),
+            "name": name,
+            "scopes": scopes,
+            "sha1": sha1,
+            "token_last_eight": sha1[-8:],
+        },
+    )
+
+
 _ENDPOINTS: dict[tuple[str, str], tuple[str, _Endpoint]] = {
     ("GET", "/version"): ("public", GiteaStandin._get_version),
     ("GET", "/user"): ("token", GiteaStandin._get_self),
@@ -983,4 +1055,5 @@ _ENDPOINTS: dict[tuple[str, str], tuple[str, _Endpoint]] = {
     ("POST", "/admin/users"): ("admin", GiteaStandin._create_user),
     ("PATCH", "/admin/users/{username}"): ("admin", GiteaStandin._edit_user),
     ("DELETE", "/admin/users/{username}"): ("admin", GiteaStandin._delete_user),
+    ("POST", "/users/{username}/tokens"): ("token", _create_token),
 }

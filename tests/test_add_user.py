@@ -345,3 +345,25 @@ def test_qr_code_of_the_workspace_address(site):
     expected = cli.qr_code(url)
     assert expected.strip() and expected in result.stdout
     assert segno.make(url, error="m").designator  # the same library drew it
+
+
+def test_git_in_the_workspace_is_set_up_for_the_learner_account(
+    site, gitea, docker_client
+):
+    card = json.loads(run_cli(site, "add", "user", new_email(), "--json").stdout)
+    alias = card["alias"]
+    container = docker_client.containers.get(f"{site.workspace.name_prefix}-{alias}")
+
+    def home_file(name: str) -> str:
+        return container.exec_run(["cat", f"/home/coder/{name}"]).output.decode()
+
+    credentials = home_file(".git-credentials").strip()
+    token = credentials.rsplit("@", 1)[0].rsplit(":", 1)[1]
+    assert credentials.startswith(f"http://{alias}:")
+    assert credentials.endswith("@" + gitea.url.split("//")[1])
+    assert gitea.token_owner(token) == (alias, ["write:repository"])
+    assert f"name = {alias}" in home_file(".gitconfig")
+    listing = container.exec_run(["ls", "-ln", "/home/coder/.git-credentials"])
+    assert listing.output.decode().startswith("-rw-------")
+    # The token was made first; the password change is asked for after it.
+    assert gitea.users[alias]["must_change_password"] is True

@@ -1,5 +1,6 @@
 """The Gitea provisioner against Gitea's answers, replayed with `responses`."""
 
+import base64
 import json
 
 import pytest
@@ -26,7 +27,7 @@ def gitea(tmp_path):
 
 
 @responses.activate
-def test_creates_a_private_account_that_must_change_its_password(gitea):
+def test_creates_a_private_account(gitea):
     responses.get(f"{API}/users/{ALIAS}", status=404, json={"message": "not found"})
     created = responses.post(f"{API}/admin/users", status=201, json=OURS)
 
@@ -35,7 +36,8 @@ def test_creates_a_private_account_that_must_change_its_password(gitea):
     body = json.loads(created.calls[0].request.body)
     assert body["username"] == ALIAS
     assert body["email"] == f"{ALIAS}@noreply.example.org"
-    assert body["must_change_password"] is True
+    # The password change is asked for later, once the git token is made.
+    assert body["must_change_password"] is False
     assert body["visibility"] == "private"
     assert body["password"] == "first-pass-word"
     assert created.calls[0].request.headers["Authorization"] == "token s3cret-token"
@@ -152,3 +154,38 @@ def test_an_answer_that_is_not_gitea_json_is_one_service_error(gitea):
     responses.replace(responses.GET, f"{API}/user", json=["not", "an", "object"])
     with pytest.raises(ServiceError, match="did not answer an object"):
         gitea.check()
+
+
+@responses.activate
+def test_git_token_is_made_with_the_learner_password_and_repository_scope(gitea):
+    made = responses.post(
+        f"{API}/users/{ALIAS}/tokens",
+        status=201,
+        json={"id": 1, "name": "workspace-git", "sha1": "f" * 40, "scopes": []},
+    )
+
+    token = gitea.create_git_token(ALIAS, "pw-pw-pw-pw")
+
+    assert token == "f" * 40
+    request = made.calls[0].request
+    expected = base64.b64encode(f"{ALIAS}:pw-pw-pw-pw".encode()).decode()
+    assert request.headers["Authorization"] == f"Basic {expected}"
+    assert json.loads(request.body)["scopes"] == ["write:repository"]
+
+
+@responses.activate
+def test_refused_git_token_is_a_service_error(gitea):
+    responses.post(
+        f"{API}/users/{ALIAS}/tokens",
+        status=403,
+        json={"message": "You must change your password. Change it at: x"},
+    )
+    with pytest.raises(ServiceError, match="must change your password"):
+        gitea.create_git_token(ALIAS, "pw-pw-pw-pw")
+
+
+def test_git_files_hold_the_token_for_the_gitea_host(gitea):
+    files = gitea.git_files(ALIAS, "abc123")
+    assert files[".git-credentials"] == f"https://{ALIAS}:abc123@git.example.org\n"
+    assert "helper = store" in files[".gitconfig"]
+    assert f"email = {ALIAS}@noreply.example.org" in files[".gitconfig"]

@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 SERVICE = "gitea"
 PAGE_SIZE = 50
+GIT_TOKEN_NAME = "workspace-git"
 
 
 class GiteaProvisioner:
@@ -93,7 +94,9 @@ class GiteaProvisioner:
             "username": alias,
             "email": self.email_for(alias),
             "password": password,
-            "must_change_password": True,
+            # Set after the workspace's git token is made: Gitea refuses the
+            # learner's own logins, and so making that token, until then.
+            "must_change_password": False,
             "visibility": "private",
             "send_notify": False,
         }
@@ -159,6 +162,57 @@ class GiteaProvisioner:
             if len(users) < PAGE_SIZE or page * PAGE_SIZE >= total:
                 return accounts
             page += 1
+
+    def create_git_token(self, alias: str, password: str) -> str:
+        """A token of the learner's own for git, with repository rights only.
+
+        Gitea makes a user's tokens only with that user's password (basic auth),
+        which works only while no password change is pending.
+        """
+        import requests
+
+        url = f"{self.api}/users/{alias}/tokens"
+        body = {"name": GIT_TOKEN_NAME, "scopes": ["write:repository"]}
+        try:
+            answer = requests.post(
+                url,
+                json=body,
+                auth=(alias, password),
+                timeout=self.settings.timeout,
+                verify=self.settings.verify_tls,
+            )
+        except requests.RequestException as exc:
+            raise ServiceError(
+                SERVICE, f"no answer from {self.settings.url}: {type(exc).__name__}"
+            ) from None
+        if answer.status_code != 201:
+            raise ServiceError(
+                SERVICE,
+                f"Gitea refused a git token for '{alias}': {_message(answer)}",
+            )
+        log.info("gitea: made a git token for %s", alias)
+        return str(_json_object(answer)["sha1"])
+
+    def require_password_change(self, alias: str) -> bool:
+        """Make the learner choose a new password at the next login."""
+        return self._edit(alias, "must_change_password", True)
+
+    def git_files(self, alias: str, token: str) -> dict[str, str]:
+        """Home files that let git in the workspace reach Gitea as the learner."""
+        from urllib.parse import quote, urlsplit
+
+        base = urlsplit(self.settings.workspace_url or self.settings.url)
+        location = f"{base.scheme}://{quote(alias)}:{quote(token)}@{base.netloc}"
+        config = (
+            "[user]\n"
+            f"\tname = {alias}\n"
+            f"\temail = {self.email_for(alias)}\n"
+            "[credential]\n"
+            "\thelper = store\n"
+            "[init]\n"
+            "\tdefaultBranch = main\n"
+        )
+        return {".git-credentials": location + "\n", ".gitconfig": config}
 
     def suspend(self, alias: str) -> bool:
         """Lock the account: neither its password nor its tokens work any more."""
