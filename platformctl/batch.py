@@ -230,8 +230,7 @@ def add_learners(
             waiting.append(entry)
     waiting.reverse()
 
-    if waiting and config.workspace.enabled:
-        workers = _Workers(config)
+    workers = _Workers(config)
     under_way: dict[Future[Outcome], Entry] = {}
     try:
         with ThreadPoolExecutor(jobs, thread_name_prefix="learner") as pool:

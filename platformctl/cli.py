@@ -223,6 +223,9 @@ def _card(result: dict[str, Any]) -> str:
 )
 @click.option("--proxy-domain", help="Host name of the learners' addresses.")
 @click.option("--proxy-port", type=int, help="Port Caddy serves learners on.")
+@click.option(
+    "--proxy-bind-address", help="Address Caddy serves learners on (default: all)."
+)
 @click.option("--no-proxy", is_flag=True, help="Turn the proxy off.")
 def init(**given: Any) -> None:
     """Write the config, create the site key and the databases, check services.
@@ -276,6 +279,7 @@ def _config_for_init(given: dict[str, Any]) -> "Config":
         "layout": given["proxy_layout"],
         "domain": given["proxy_domain"],
         "port": given["proxy_port"],
+        "bind_address": given["proxy_bind_address"],
     }
     if given["proxy_admin_url"]:
         proxy["enabled"] = True

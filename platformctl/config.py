@@ -86,6 +86,7 @@ class ProxySettings:
     layout: str = "subdomain"
     domain: str = "localhost"
     port: int = 80
+    bind_address: str = ""
     tls: bool = False
     upstream_host: str = "127.0.0.1"
     timeout: float = 10.0

@@ -83,9 +83,9 @@ def initialize(config: Config, write_config: bool) -> Iterator[str]:
 
         proxy = ProxyProvisioner(config.proxy)
         proxy.check()
-        made = proxy.prepare()
-        state = "created" if made else "present"
-        yield f"proxy       Caddy answers; server platformctl {state}"
+        proxy.prepare()
+        where = f"{config.proxy.bind_address or '*'}:{config.proxy.port}"
+        yield f"proxy       Caddy answers; learners' addresses served on {where}"
     else:
         yield "proxy       off"
 

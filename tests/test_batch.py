@@ -12,6 +12,7 @@ import time
 import uuid
 
 import pytest
+from conftest import with_changes
 from helpers import (
     gitea_learners,
     learner_roles,
@@ -380,3 +381,26 @@ def test_reading_lines_and_csv():
     entries = read_entries(semicolons.lstrip("\ufeff"), " mail ", "x")
     assert [(e.line, e.email) for e in entries] == [(4, "k@example.org"), (5, None)]
     assert repr(entries[0]).count("example") == 0, "the email stays out of reprs"
+
+
+def test_a_file_without_a_single_email_is_reported_not_a_crash(site, tmp_path):
+    source = tmp_path / "nothing.txt"
+    source.write_text("# the class list\n\nnot-an-email\n")
+
+    result = run_cli(site, "add", "users", "--from", str(source))
+
+    assert result.returncode == 1
+    assert "line 3:" in result.stdout + result.stderr
+    assert "created 0, already there 0, invalid 1, failed 0" in result.stdout
+    assert "unexpected" not in result.stderr
+
+
+def test_a_batch_on_a_site_without_workspaces(site, gitea, tmp_path):
+    no_workspaces = with_changes(site, workspace={"enabled": False})
+    source = tmp_path / "two.txt"
+    source.write_text(f"{new_email()}\n{new_email()}\n")
+
+    result = run_cli(no_workspaces, "add", "users", "--from", str(source))
+
+    assert result.returncode == 0, result.stderr
+    assert "created 2" in result.stdout

@@ -73,6 +73,7 @@ say "platformctl init"
     --proxy-layout subdomain \
     --proxy-domain localhost \
     --proxy-port "$proxy_port" \
+    --proxy-bind-address 127.0.0.1 \
     "${gitea[@]}"
 
 # platformctl shows a learner's passwords once, when it makes the learner, and keeps

@@ -121,6 +121,7 @@ def show_user(who: str, as_json: bool) -> None:
     if "workspace" in status.parts:
         where = status.workspace_url or ""
         click.echo(f"workspace   {status.workspace or 'missing'}  {where}".rstrip())
+        click.echo(f"last active {_minutes(status.last_activity)}")
     for service, present in status.parts.items():
         if service != "workspace":
             click.echo(f"{service:<11} {'present' if present else 'missing'}")
@@ -188,10 +189,10 @@ def _report(alias: str, state: str, changed: list[str], as_json: bool) -> None:
 @click.argument("who", metavar=WHO)
 @click.option(
     "--service",
-    type=click.Choice(["code", "gitea", "postgres", "all"]),
+    type=click.Choice(["code", "workspace", "gitea", "postgres", "all"]),
     default="all",
     show_default=True,
-    help="Whose password to reset; 'code' is the workspace's.",
+    help="Whose password to reset; 'code' and 'workspace' are the same.",
 )
 @json_option
 def reset_password_user(who: str, service: str, as_json: bool) -> None:
@@ -208,7 +209,7 @@ def reset_password_user(who: str, service: str, as_json: bool) -> None:
         if service == "all":
             chosen = tuple(s for s in SERVICES if getattr(platform, s) is not None)
         else:
-            chosen = ("workspace" if service == "code" else service,)
+            chosen = ("workspace" if service in ("code", "workspace") else service,)
         passwords = reset_passwords(platform, learner, chosen)
 
     if as_json:
@@ -278,7 +279,7 @@ def start() -> None:
     "--after",
     required=True,
     metavar="DURATION",
-    help="Idle time such as 2h, 90m or 1h30m.",
+    help="Idle time such as 2h, 90m, 1h30m (units s, m, h, d).",
 )
 @json_option
 def stop_idle_command(after: str, as_json: bool) -> None:
@@ -336,6 +337,7 @@ def parse_duration(text: str) -> timedelta:
     parts = _DURATION_PART.findall(compact)
     if not parts or "".join(n + u for n, u in parts) != compact.replace(" ", ""):
         raise InputError(
-            f"'{text}' is not a duration", "write it like 2h, 90m or 1h30m"
+            f"'{text}' is not a duration",
+            "write it like 2h, 90m or 1h30m (units s, m, h, d)",
         )
     return timedelta(seconds=sum(int(n) * _SECONDS[u] for n, u in parts))

@@ -69,13 +69,19 @@ class ProxyProvisioner:
         """
         # Caddy refuses to look below a key that does not exist, so look from
         # the top of the apps.
+        listen = [f"{self.settings.bind_address}:{self.settings.port}"]
         apps = self._call("GET", "/config/apps", expect=(200,)).json() or {}
         servers = (apps.get("http") or {}).get("servers") or {}
         if SERVER in servers:
-            return False
+            if servers[SERVER].get("listen") == listen:
+                return False
+            path = f"/config/apps/http/servers/{SERVER}/listen"
+            self._call("PATCH", path, json=listen, expect=(200,))
+            log.info("proxy: Caddy server %s now listens on %s", SERVER, listen[0])
+            return True
 
         server: dict[str, Any] = {
-            "listen": [f":{self.settings.port}"],
+            "listen": listen,
             "routes": [
                 {"handle": [{"handler": "static_response", "status_code": 404}]}
             ],
