@@ -141,3 +141,16 @@ def test_doctor_finds_and_mends_a_missing_route(site, caddy):
     ]
     assert [f["fixed"] for f in mended] == [True]
     assert get(base)[0] == 200
+
+
+def test_path_layout_sends_the_bare_address_to_its_slash(site, caddy):
+    import http.client
+
+    config = proxied(site, "path", caddy)
+    card = add(config)
+    connection = http.client.HTTPConnection("127.0.0.1", caddy.port, timeout=5)
+    connection.request("GET", f"/{card['alias']}")
+    answer = connection.getresponse()
+    assert answer.status == 308
+    assert answer.getheader("Location") == f"/{card['alias']}/"
+    connection.close()

@@ -172,13 +172,28 @@ class ProxyProvisioner:
                 }
             }
         }
-        return {
-            "@id": route_id(alias),
-            "match": [{"path": [f"{prefix}/*"]}],
+        # Without its final slash the address would load the editor with every
+        # relative link one folder too high: send the browser to the slash.
+        to_slash = {
+            "match": [{"path": [prefix]}],
+            "handle": [
+                {
+                    "handler": "static_response",
+                    "status_code": 308,
+                    "headers": {"Location": [f"{prefix}/"]},
+                }
+            ],
+        }
+        proxied = {
             "handle": [
                 {"handler": "rewrite", "strip_path_prefix": prefix},
                 upstream,
-            ],
+            ]
+        }
+        return {
+            "@id": route_id(alias),
+            "match": [{"path": [prefix, f"{prefix}/*"]}],
+            "handle": [{"handler": "subroute", "routes": [to_slash, proxied]}],
             "terminal": True,
         }
 
