@@ -674,18 +674,9 @@ class GiteaStandin:
         if username is None or username not in self.users:
             return None, self._error(401, "invalid username, password or token")
         doer = self.users[username]
-
-        if doer["prohibit_login"] or not doer["active"]:
-            message = (
-                "This account is prohibited from signing in, "
-                "please contact your site administrator."
-            )
-            return None, Reply(403, {"message": message})
-        if doer["must_change_password"]:
-            # Gitea builds this link from ROOT_URL, which ends in "/".
-            link = f"{self.url}//user/change_password"
-            message = f"You must change your password. Change it at: {link}"
-            return None, Reply(403, {"message": message})
+        refused = self._refused_sign_in(doer)
+        if refused is not None:
+            return None, refused
 
         sudo = query.get("sudo") or headers.get("Sudo")
         if sudo:
@@ -708,18 +699,26 @@ class GiteaStandin:
         user = self.users.get(name.lower())
         if user is None or not user["password"] or user["password"] != password:
             return None, self._error(401, "invalid username, password or token")
+        refused = self._refused_sign_in(user)
+        if refused is not None:
+            return None, refused
+        self._basic_auth = True
+        return user, None
+
+    def _refused_sign_in(self, user: StoredUser) -> Reply | None:
+        """Gitea's answer to a locked user, or one who must change the password."""
         if user["prohibit_login"] or not user["active"]:
             message = (
                 "This account is prohibited from signing in, "
                 "please contact your site administrator."
             )
-            return None, Reply(403, {"message": message})
+            return Reply(403, {"message": message})
         if user["must_change_password"]:
+            # Gitea builds this link from ROOT_URL, which ends in "/".
             link = f"{self.url}//user/change_password"
             message = f"You must change your password. Change it at: {link}"
-            return None, Reply(403, {"message": message})
-        self._basic_auth = True
-        return user, None
+            return Reply(403, {"message": message})
+        return None
 
     def _reject(
         self, method: str, path: str, status: int, problems: list[str]
