@@ -122,12 +122,15 @@ def load_secret(path: Path) -> bytes:
         text = path.read_text().strip()
     except FileNotFoundError:
         raise ConfigError(
-            f"no site key at '{path}'", "run 'platformctl init' to create it"
+            f"no site key at '{path}'",
+            "restore it from your backup, or run 'platformctl init' for a new site",
         ) from None
     except OSError as exc:
         raise ConfigError(
             f"cannot read the site key '{path}': {exc.strerror}"
         ) from None
+    except UnicodeDecodeError:
+        text = ""  # refused below, as any key that is not hex
 
     if mode & 0o077:
         raise ConfigError(

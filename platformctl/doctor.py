@@ -223,6 +223,19 @@ def _orphans(inventory: Inventory, registered: set[str]) -> list[Finding]:
         for alias in sorted(set(inventory.containers) | inventory.volumes):
             if alias in registered:
                 continue
+            if alias not in inventory.containers:
+                # A home volume alone is what 'remove user --keep-data' leaves on
+                # purpose: data the operator asked to keep, never deleted here.
+                findings.append(
+                    Finding(
+                        NOTE,
+                        alias,
+                        "workspace",
+                        "home volume kept with no learner in the registry",
+                        action="kept: delete it with 'docker volume rm' when done",
+                    )
+                )
+                continue
             parts = []
             if alias in inventory.containers:
                 parts.append("container")

@@ -396,13 +396,28 @@ def list_learners(platform: Platform, only: str | None = None) -> list[LearnerSt
     return statuses
 
 
+@contextmanager
+def _holding(
+    platform: Platform, learner: registry.Learner
+) -> Iterator[registry.Learner]:
+    """Hold the learner's lock, and the learner as the registry has them now.
+
+    Another run may have changed or removed them while this one waited.
+    """
+    with platform.registry.lock(learner.digest):
+        current = platform.registry.get(learner.alias)
+        if current is None:
+            raise NotFoundError(f"learner '{learner.alias}' was removed meanwhile")
+        yield current
+
+
 def suspend_learner(platform: Platform, learner: registry.Learner) -> list[str]:
     """Lock the learner out of every service, keeping their data.
 
     Returns the services where something changed. A part that is missing is
     skipped with a warning ('platformctl doctor --fix' makes it again).
     """
-    with platform.registry.lock(learner.digest):
+    with _holding(platform, learner) as learner:
         changed = _each_part(
             learner.alias,
             [
@@ -419,7 +434,7 @@ def suspend_learner(platform: Platform, learner: registry.Learner) -> list[str]:
 
 def resume_learner(platform: Platform, learner: registry.Learner) -> list[str]:
     """Let a suspended learner in again. Returns the services that changed."""
-    with platform.registry.lock(learner.digest):
+    with _holding(platform, learner) as learner:
         changed = _each_part(
             learner.alias,
             [
@@ -457,11 +472,6 @@ def reset_passwords(
 
     Raises InputError for a suspended learner or a service that is off.
     """
-    if learner.state != registry.ACTIVE:
-        raise InputError(
-            f"learner '{learner.alias}' is {learner.state}",
-            "resume the learner first",
-        )
     for service in services:
         if getattr(platform, service) is None:
             raise InputError(
@@ -469,7 +479,22 @@ def reset_passwords(
             )
 
     passwords = {service: new_password() for service in services}
-    with platform.registry.lock(learner.digest):
+    with _holding(platform, learner) as learner:
+        if learner.state != registry.ACTIVE:
+            raise InputError(
+                f"learner '{learner.alias}' is {learner.state}",
+                "resume the learner first",
+            )
+        # The workspace takes the new workspace and PostgreSQL passwords, so it
+        # must run before any password changes anywhere.
+        touches_workspace = "workspace" in passwords or "postgres" in passwords
+        if platform.workspace is not None and touches_workspace:
+            container = platform.workspace.find(learner.alias)
+            if container is None or container.status != "running":
+                raise InputError(
+                    f"the workspace of '{learner.alias}' is not running",
+                    f"run 'platformctl start user {learner.alias}' first",
+                )
         if "postgres" in passwords and platform.postgres is not None:
             platform.postgres.set_password(learner.alias, passwords["postgres"])
             if platform.workspace is not None and "workspace" not in passwords:
@@ -496,11 +521,17 @@ def remove_learner(
     folder first. Returns the services where something was removed. Parts that
     fail to go leave the registry row in place, so the command can be repeated.
     """
-    with platform.registry.lock(learner.digest):
+    with _holding(platform, learner) as learner:
         removed = []
         if keep_data is not None and platform.postgres is not None:
             if platform.postgres.exists(learner.alias):
-                keep_data.mkdir(parents=True, exist_ok=True, mode=0o700)
+                try:
+                    keep_data.mkdir(parents=True, exist_ok=True, mode=0o700)
+                except OSError as exc:
+                    raise InputError(
+                        f"cannot keep data in '{keep_data}': {exc.strerror}",
+                        "name a folder that can be created",
+                    ) from None
                 target = keep_data / f"{learner.alias}.sql"
                 platform.postgres.dump_schema(learner.alias, target)
         if platform.proxy is not None and platform.proxy.remove(learner.alias):
@@ -534,7 +565,9 @@ def stop_idle(platform: Platform, idle_for: timedelta) -> list[str]:
     stopped = []
     for alias, when in sorted(platform.workspace.activity().items()):
         if alias in active and when is not None and now - when > idle_for:
-            with platform.registry.lock(active[alias].digest):
+            with _holding(platform, active[alias]) as learner:
+                if learner.state != registry.ACTIVE:
+                    continue
                 if platform.workspace.suspend(alias):
                     log.info("stopped idle workspace %s (last active %s)", alias, when)
                     stopped.append(alias)
@@ -545,10 +578,10 @@ def start_learner(platform: Platform, learner: registry.Learner) -> bool:
     """Start a stopped workspace again. Returns whether it was stopped."""
     if platform.workspace is None:
         raise InputError("the workspace service is off in the config")
-    if learner.state != registry.ACTIVE:
-        raise InputError(
-            f"learner '{learner.alias}' is {learner.state}",
-            "use 'platformctl resume user' to let them in again",
-        )
-    with platform.registry.lock(learner.digest):
+    with _holding(platform, learner) as learner:
+        if learner.state != registry.ACTIVE:
+            raise InputError(
+                f"learner '{learner.alias}' is {learner.state}",
+                "use 'platformctl resume user' to let them in again",
+            )
         return platform.workspace.resume(learner.alias)

@@ -294,3 +294,36 @@ def test_parallel_adds_of_one_learner_make_one(site, pg_cluster, gitea, docker_c
     assert len(registry_rows(pg_cluster, site)) == 1
     assert len(gitea_learners(gitea)) == 1
     assert len(site_containers(docker_client, site)) == 1
+
+
+def test_reset_refuses_a_stopped_workspace_before_changing_anything(
+    site, pg_cluster, gitea, docker_client
+):
+    card = add(site)
+    alias = card["alias"]
+    container_of(docker_client, site, alias).stop(timeout=5)
+
+    result = run_cli(site, "reset-password", "user", alias)
+
+    assert result.returncode == 2
+    assert f"platformctl start user {alias}" in result.stderr
+    pg_cluster.login(
+        alias, card["passwords"]["postgres"], site.postgres.learners_database
+    ).close()
+    assert gitea.users[alias]["password"] == card["passwords"]["gitea"]
+
+
+def test_a_home_kept_by_remove_is_a_note_for_doctor_not_an_orphan(
+    site, docker_client, tmp_path
+):
+    card = add(site)
+    kept = tmp_path / "kept"
+    run_cli(site, "remove", "user", card["alias"], "--yes", "--keep-data", str(kept))
+
+    result = run_cli(site, "doctor", "--fix", "--yes", "--json")
+
+    mine = [
+        f for f in json.loads(result.stdout)["findings"] if f["alias"] == card["alias"]
+    ]
+    assert [(f["kind"], f["service"]) for f in mine] == [("note", "workspace")]
+    docker_client.volumes.get(f"{site.workspace.name_prefix}-{card['alias']}-home")

@@ -261,7 +261,8 @@ def _confirm_removal(alias: str, yes: bool, keep_data: Path | None) -> None:
             f"removing '{alias}' needs confirmation", "add --yes when no one can answer"
         )
     what = "keeping the home folder" if keep_data else "with all their data"
-    click.confirm(f"Remove learner {alias}, {what}?", abort=True)
+    if not click.confirm(f"Remove learner {alias}, {what}?"):
+        raise InputError(f"learner '{alias}' was not removed", "nothing changed")
 
 
 @cli.group()

@@ -10,8 +10,15 @@ drives it through Caddy's admin API. Each learner's route carries the id
   behind one host name do not overwrite each other's.
 """
 
+import fcntl
+import functools
+import hashlib
 import logging
-from typing import TYPE_CHECKING, Any
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from platformctl.config import ProxySettings
 from platformctl.errors import NotFoundError, ServiceError
@@ -23,6 +30,30 @@ log = logging.getLogger(__name__)
 
 SERVICE = "proxy"
 SERVER = "platformctl"
+
+R = TypeVar("R")
+
+
+def _one_at_a_time(method: Callable[..., R]) -> Callable[..., R]:
+    """Let one platformctl process at a time change Caddy's config.
+
+    Caddy applies each change to the whole config and reloads; changes sent at
+    the same moment can land on shifted routes, so they wait for each other here,
+    through a lock file per admin API on this host.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self: "ProxyProvisioner", *args: Any, **kwargs: Any) -> R:
+        digest = hashlib.sha256(self.admin.encode()).hexdigest()[:12]
+        lock_path = Path(tempfile.gettempdir()) / f"platformctl-caddy-{digest}.lock"
+        with lock_path.open("a") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+    return wrapper
 
 
 class ProxyProvisioner:
@@ -62,6 +93,7 @@ class ProxyProvisioner:
         """Raise ServiceError unless Caddy's admin API answers."""
         self._call("GET", "/config/", expect=(200,))
 
+    @_one_at_a_time
     def prepare(self) -> bool:
         """Create platformctl's server in Caddy unless it exists.
 
@@ -107,6 +139,7 @@ class ProxyProvisioner:
         status = self._call("GET", f"/id/{route_id(alias)}", expect=(200, 404))
         return status.status_code == 200
 
+    @_one_at_a_time
     def ensure(self, alias: str, password: str = "", upstream_port: int = 0) -> bool:
         """Route the learner's address to their workspace on upstream_port.
 
@@ -126,6 +159,7 @@ class ProxyProvisioner:
         log.info("proxy: routed %s to port %d", self.url(alias), upstream_port)
         return True
 
+    @_one_at_a_time
     def remove(self, alias: str) -> bool:
         """Take the learner's route away."""
         answer = self._call("DELETE", f"/id/{route_id(alias)}", expect=(200, 404))
@@ -203,9 +237,16 @@ class ProxyProvisioner:
         import requests
 
         try:
-            answer = self.session.request(
-                method, self.admin + path, timeout=self.settings.timeout, **kwargs
-            )
+            try:
+                answer = self.session.request(
+                    method, self.admin + path, timeout=self.settings.timeout, **kwargs
+                )
+            except requests.ConnectionError:
+                # Caddy restarts its admin listener when it loads a new config.
+                time.sleep(0.3)
+                answer = self.session.request(
+                    method, self.admin + path, timeout=self.settings.timeout, **kwargs
+                )
         except requests.RequestException as exc:
             raise ServiceError(
                 SERVICE,
