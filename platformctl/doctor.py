@@ -52,6 +52,13 @@ DELETE = "delete"
 SERVICE_ORDER = ("postgres", "gitea", "workspace", "proxy")
 REMEDY_ORDER = (RECREATE, CREATE_SCHEMA, SUSPEND, RESUME)
 
+# What locking and unlocking a learner's part is called, by service.
+STATE_CHANGES = {
+    "postgres": ("locked the role", "the role may log in"),
+    "gitea": ("locked the account", "unlocked the account"),
+    "workspace": ("stopped the workspace", "started the workspace"),
+}
+
 # Container states in which a workspace counts as running.
 RUNNING = ("running", "restarting")
 
@@ -510,22 +517,16 @@ class _Mender:
         return f"fixed: routed {proxy.url(self.alias)} again"
 
     def suspend(self, service: str) -> str:
-        changed = self._provisioner(service).suspend(self.alias)
-        done = {
-            "postgres": "locked the role",
-            "gitea": "locked the account",
-            "workspace": "stopped the workspace",
-        }[service]
-        return f"fixed: {done}" if changed else "fixed: already so meanwhile"
+        return self._set_state(service, locked=True)
 
     def resume(self, service: str) -> str:
-        changed = self._provisioner(service).resume(self.alias)
-        done = {
-            "postgres": "the role may log in",
-            "gitea": "unlocked the account",
-            "workspace": "started the workspace",
-        }[service]
-        return f"fixed: {done}" if changed else "fixed: already so meanwhile"
+        return self._set_state(service, locked=False)
+
+    def _set_state(self, service: str, locked: bool) -> str:
+        provisioner = self._provisioner(service)
+        step = provisioner.suspend if locked else provisioner.resume
+        done = STATE_CHANGES[service][0 if locked else 1]
+        return f"fixed: {done}" if step(self.alias) else "fixed: already so meanwhile"
 
     def _provisioner(self, service: str) -> Any:
         provisioner = getattr(self.platform, service)

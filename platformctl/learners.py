@@ -134,7 +134,7 @@ def add_learner(platform: Platform, raw_email: str) -> AddResult:
         learner = platform.registry.find(email_digest)
         if learner is not None and learner.state != registry.PROVISIONING:
             log.debug("learner %s exists already", learner.alias)
-            return _existing(platform, learner.alias, learner.state)
+            return _result(platform, learner.alias, learner.state)
 
         for provisioner in platform.provisioners():
             provisioner.check()
@@ -225,17 +225,7 @@ def _provision(platform: Platform, alias: str) -> AddResult:
         _undo(platform, alias, exc)
         raise
 
-    return AddResult(
-        alias=alias,
-        created=True,
-        state=registry.ACTIVE,
-        workspace_url=_workspace_url(platform, alias),
-        gitea_url=platform.config.gitea.url or None if platform.gitea else None,
-        postgres_database=(
-            platform.config.postgres.learners_database if platform.postgres else None
-        ),
-        passwords=passwords,
-    )
+    return _result(platform, alias, registry.ACTIVE, passwords)
 
 
 def workspace_settings(
@@ -293,16 +283,20 @@ def _remove_parts(parts: list[Provisioner], alias: str) -> list[str]:
     return failed
 
 
-def _existing(platform: Platform, alias: str, state: str) -> AddResult:
+def _result(
+    platform: Platform, alias: str, state: str, passwords: dict[str, str] | None = None
+) -> AddResult:
+    """The card of a learner: made just now when there are passwords to show."""
     return AddResult(
         alias=alias,
-        created=False,
+        created=passwords is not None,
         state=state,
         workspace_url=_workspace_url(platform, alias),
         gitea_url=platform.config.gitea.url or None if platform.gitea else None,
         postgres_database=(
             platform.config.postgres.learners_database if platform.postgres else None
         ),
+        passwords=passwords or {},
     )
 
 

@@ -426,6 +426,8 @@ class WorkspaceProvisioner:
         """
         import docker
 
+        # Hashing is deliberately slow: once, not once per port tried.
+        environment = {"HASHED_PASSWORD": argon2_hash(password), **environment}
         tried: set[int] = set()
         for _ in range(START_ATTEMPTS):
             if port is None or port in tried:
@@ -436,7 +438,7 @@ class WorkspaceProvisioner:
                 name=self.container_name(alias),
                 hostname=alias,
                 labels=self._labels(alias),
-                environment={"HASHED_PASSWORD": argon2_hash(password), **environment},
+                environment=environment,
                 volumes={
                     self.volume_name(alias): {"bind": self.settings.home, "mode": "rw"}
                 },
